@@ -1,0 +1,26 @@
+"""Exportable peak finding, sub-pixel refinement and identity layers for pose models.
+
+See SPEC.md (shared with the project) for the behaviour every layer is held to.
+"""
+
+from . import functional
+from .global_peaks import GlobalPeaks, global_peaks
+from .integral import integral_offsets
+from .local_peaks import LocalPeaks, local_peaks
+from .nms import strict_maxima, strict_maxima_mask
+from .topk_peaks import TopKPeaks, topk_peaks
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "GlobalPeaks",
+    "LocalPeaks",
+    "TopKPeaks",
+    "functional",
+    "global_peaks",
+    "integral_offsets",
+    "local_peaks",
+    "strict_maxima",
+    "strict_maxima_mask",
+    "topk_peaks",
+]

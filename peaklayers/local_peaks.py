@@ -1,0 +1,73 @@
+"""Local peaks: every strict local maximum above the threshold (SPEC §1.2, §1.3, §1.5)."""
+
+from typing import Optional
+
+import torch
+
+from ._checks import check_confmaps, check_patch_size, check_refinement, check_stride
+from ._layer import PeakLayer
+from .integral import integral_offsets
+from .nms import strict_maxima
+
+
+def local_peaks(
+    cms: torch.Tensor,
+    threshold: float = 0.2,
+    refinement: Optional[str] = "integral",
+    patch_size: int = 5,
+    stride: float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """All strict local maxima (see :mod:`peaklayers.nms`), optionally refined.
+
+    Peaks are ordered by ``(sample, y, x, channel)``, i.e. row-major over an
+    ``(S, H, W, C)`` view of the maps.
+
+    Args:
+        cms (Tensor[S, C, H, W]): confidence maps, float16/bfloat16/float32/float64.
+        threshold (float): peaks must be strictly greater (compared in ``cms.dtype``).
+        refinement (str or None): ``"integral"`` (see :func:`integral_offsets`) or None.
+        patch_size (int): side of the integral-refinement patch.
+        stride (float): output stride; points are multiplied by it after refinement.
+
+    Returns:
+        points (Tensor[N, 2], float32): ``(x, y)`` of each peak.
+        vals (Tensor[N], dtype of ``cms``): peak values.
+        sample_inds (Tensor[N], int32): sample of each peak.
+        channel_inds (Tensor[N], int32): channel of each peak.
+    """
+    check_confmaps(cms)
+    check_refinement(refinement)
+    check_patch_size(patch_size)
+    check_stride(stride)
+    channels, height, width = cms.shape[1], cms.shape[2], cms.shape[3]
+
+    rows, xs = strict_maxima(cms, threshold)  # ordered by (s, c, y, x)
+    map_inds = rows // height
+    ys = rows - map_inds * height
+    sample_inds = map_inds // channels
+    channel_inds = map_inds - sample_inds * channels
+    order = torch.argsort(((sample_inds * height + ys) * width + xs) * channels + channel_inds)
+    rows, xs, ys = rows[order], xs[order], ys[order]
+    map_inds, sample_inds, channel_inds = map_inds[order], sample_inds[order], channel_inds[order]
+
+    vals = cms.reshape(-1)[rows * width + xs]
+    points = torch.stack([xs, ys], dim=1).to(torch.float32)
+    if refinement is not None:  # "integral", checked above
+        points = points + integral_offsets(cms, map_inds, xs, ys, patch_size)
+    if stride != 1.0:
+        points = points * stride
+    return points, vals, sample_inds.to(torch.int32), channel_inds.to(torch.int32)
+
+
+class LocalPeaks(PeakLayer):
+    """Every strict local maximum above the threshold. See :func:`local_peaks`.
+
+    ``forward(cms (Tensor[S, C, H, W]))`` returns ``points (Tensor[N, 2], float32)``,
+    ``vals (Tensor[N], dtype of cms)``, ``sample_inds (Tensor[N], int32)`` and
+    ``channel_inds (Tensor[N], int32)``, ordered by ``(sample, y, x, channel)``.
+    """
+
+    def forward(
+        self, cms: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        return local_peaks(cms, self.threshold, self.refinement, self.patch_size, self.stride)
