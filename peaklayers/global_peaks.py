@@ -57,7 +57,7 @@ def global_peaks(
     if stride != 1.0:
         points = points * stride
 
-    keep = vals >= torch.full((), threshold, dtype=cms.dtype, device=cms.device)
+    keep = vals >= cms.new_full((), threshold)
     points = torch.where(keep[:, :, None], points, torch.full_like(points, float("nan")))
     vals = torch.where(keep, vals, torch.zeros_like(vals))
     return points, vals

@@ -23,8 +23,12 @@ import torch.nn.functional as F
 
 
 def _below(threshold: float, like: torch.Tensor) -> torch.Tensor:
-    """The threshold as a 0-d tensor of the maps' dtype, so comparisons happen in it."""
-    return torch.full((), threshold, dtype=like.dtype, device=like.device)
+    """The threshold as a 0-d tensor of the maps' dtype, so comparisons happen in it.
+
+    ``new_full`` takes the dtype from ``like`` when the graph runs, so a traced graph
+    keeps comparing in the dtype of its input.
+    """
+    return like.new_full((), threshold)
 
 
 def strict_maxima_mask(cms: torch.Tensor, threshold: float) -> torch.Tensor:

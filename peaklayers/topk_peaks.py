@@ -96,7 +96,7 @@ def topk_peaks(
             + str(height * width + k)
         )
 
-    empty = torch.full((), float("-inf"), dtype=cms.dtype, device=cms.device)
+    empty = cms.new_full((), float("-inf"))
     scores = torch.where(strict_maxima_mask(cms, threshold), cms, empty)
     # k empty slots at the end keep k a constant even when it exceeds H * W.
     scores = torch.cat(
