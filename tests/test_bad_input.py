@@ -79,7 +79,9 @@ def test_call(call, cms, error, match):
         call(cms)
 
 
-@pytest.mark.parametrize("call", [global_peaks, local_peaks, lambda c, **kw: topk_peaks(c, 2, **kw)])
+@pytest.mark.parametrize(
+    "call", [global_peaks, local_peaks, lambda c, **kw: topk_peaks(c, 2, **kw)]
+)
 def test_function_arguments(call):
     with pytest.raises(ValueError, match="refinement"):
         call(CMS, refinement="gaussian")

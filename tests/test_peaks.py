@@ -1,11 +1,11 @@
 """The three peak layers and their functions against the pixel-loop oracle (SPEC §1)."""
 
-import cases
 import numpy as np
-import oracle
 import pytest
 import torch
 
+import cases
+import oracle
 from peaklayers import GlobalPeaks, LocalPeaks, TopKPeaks, global_peaks, local_peaks, topk_peaks
 
 PX = 1e-5  # tolerance of refined points, in map pixels
