@@ -6,17 +6,19 @@ flat top of equal pixels therefore gives no peak (``x == maxpool(x)`` would keep
 of them), and a value equal to the threshold is dropped. Comparisons are made in the
 dtype of the maps.
 
-Two evaluations of that one rule live here side by side, tested against each other:
+The rule is written once, in :func:`_strict_rows`, as a 3x3 max-pool without the
+centre built from shifted slices and ``maximum`` (``MaxPool`` itself includes the
+centre, and its dilated variants are not accepted by every backend). It is applied
 
-- :func:`strict_maxima_mask` is dense, fixed-shape and free of data-dependent shapes:
-  a max-pool written as shifted slices and ``maximum`` (``MaxPool`` itself would
-  include the centre pixel, and its dilated variants are not accepted everywhere).
-  The top-K layer uses it.
-- :func:`strict_maxima` visits only pixels above the threshold. Confidence maps are
-  almost everywhere near zero, so this is several times cheaper than any dense pass
-  on CPU. The variable-length local-peak layer, which needs ``NonZero`` anyway, uses it.
+- densely by :func:`strict_maxima_mask`: fixed shapes, no ``NonZero``; the top-K
+  layer uses it;
+- to the rows that reach above the threshold only, by :func:`strict_maxima`.
+  Confidence maps are near zero almost everywhere, so this is several times
+  cheaper on CPU than any dense pass; the variable-length local-peak layer, which
+  needs ``NonZero`` anyway, uses it.
 """
 
+from typing import Tuple
 
 import torch
 import torch.nn.functional as F
@@ -31,6 +33,25 @@ def _below(threshold: float, like: torch.Tensor) -> torch.Tensor:
     return like.new_full((), threshold)
 
 
+def _strict_rows(
+    above: torch.Tensor, row: torch.Tensor, below: torch.Tensor, threshold: torch.Tensor
+) -> torch.Tensor:
+    """Which pixels of ``row`` are strict maxima of their 3x3 neighbourhood and above
+    ``threshold``, given the rows above and below (``-inf`` where there is none).
+
+    Args:
+        above, row, below (Tensor[..., W]): three neighbouring rows, one dtype.
+        threshold (Tensor[], same dtype).
+
+    Returns:
+        Tensor[..., W], bool.
+    """
+    vertical = torch.maximum(above, below)
+    columns = F.pad(torch.maximum(vertical, row), (1, 1), value=float("-inf"))
+    around = torch.maximum(vertical, torch.maximum(columns[..., :-2], columns[..., 2:]))
+    return row > torch.maximum(around, threshold)
+
+
 def strict_maxima_mask(cms: torch.Tensor, threshold: float) -> torch.Tensor:
     """Dense mask of the strict local maxima above ``threshold``.
 
@@ -41,19 +62,12 @@ def strict_maxima_mask(cms: torch.Tensor, threshold: float) -> torch.Tensor:
     Returns:
         Tensor[S, C, H, W], bool.
     """
-    padded = F.pad(cms, (1, 1, 1, 1), value=float("-inf"))
-    # Max of the left and right neighbours, then of the three pixels of a row, for
-    # every row of the padded map; the 8-neighbourhood max is separable from these.
-    sides = torch.maximum(padded[:, :, :, :-2], padded[:, :, :, 2:])
-    rows3 = torch.maximum(sides, padded[:, :, :, 1:-1])
-    around = torch.maximum(
-        sides[:, :, 1:-1], torch.maximum(rows3[:, :, :-2], rows3[:, :, 2:])
-    )
-    return cms > torch.maximum(around, _below(threshold, cms))
+    padded = F.pad(cms, (0, 0, 1, 1), value=float("-inf"))
+    return _strict_rows(padded[:, :, :-2], cms, padded[:, :, 2:], _below(threshold, cms))
 
 
-def strict_maxima(cms: torch.Tensor, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Strict local maxima above ``threshold``, found from the pixels above it.
+def strict_maxima(cms: torch.Tensor, threshold: float) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Strict local maxima above ``threshold``, found from the rows reaching above it.
 
     Args:
         cms (Tensor[S, C, H, W]): confidence maps, floating point.
@@ -65,27 +79,21 @@ def strict_maxima(cms: torch.Tensor, threshold: float) -> tuple[torch.Tensor, to
         Ordered by ``(s, c, y, x)``.
     """
     height, width = cms.shape[2], cms.shape[3]
-    values = cms.reshape(-1)
-    lines = values.view(-1, width)
+    lines = cms.reshape(-1, width)
     thr = _below(threshold, cms)
 
     # Row maxima are one cheap reduction; only rows reaching above the threshold can
-    # hold a peak, and only those are compared pixel by pixel.
-    hot_rows = torch.nonzero(lines.amax(dim=1) > thr).squeeze(1)
-    hot_lines = lines.index_select(0, hot_rows)
-    hot = torch.nonzero(hot_lines > thr)
-    rows = hot_rows[hot[:, 0]]
-    cols = hot[:, 1]
-    centre = hot_lines[hot[:, 0], cols]
-
-    ys = rows - (rows // height) * height
-    # The 8 neighbours, as (row, column) steps.
-    dy = torch.tensor([-1, -1, -1, 0, 0, 1, 1, 1], device=cms.device)
-    dx = torch.tensor([-1, 0, 1, -1, 1, -1, 0, 1], device=cms.device)
-    n_rows = ys[:, None] + dy
-    n_cols = cols[:, None] + dx
-    inside = (n_rows >= 0) & (n_rows < height) & (n_cols >= 0) & (n_cols < width)
-    flat = (rows[:, None] + dy) * width + n_cols
-    neighbours = values[flat.clamp(0, values.shape[0] - 1)]
-    is_peak = ((centre[:, None] > neighbours) | ~inside).all(dim=1)
-    return rows[is_peak], cols[is_peak]
+    # hold a peak, and only those (with their neighbour rows) are compared.
+    hot = torch.nonzero(lines.amax(dim=1) > thr).squeeze(1)
+    ys = hot - (hot // height) * height
+    empty = torch.full_like(lines[:1], float("-inf"))
+    above = torch.where(
+        (ys > 0)[:, None], lines.index_select(0, (hot - 1).clamp(min=0)), empty
+    )
+    below = torch.where(
+        (ys < height - 1)[:, None],
+        lines.index_select(0, (hot + 1).clamp(max=lines.shape[0] - 1)),
+        empty,
+    )
+    peaks = torch.nonzero(_strict_rows(above, lines.index_select(0, hot), below, thr))
+    return hot[peaks[:, 0]], peaks[:, 1]

@@ -1,0 +1,109 @@
+"""Time the peak layers against the memory floor of one ``cms.clone()``.
+
+Every time is a median from ``torch.utils.benchmark`` and every ratio is taken
+against the clone of the same tensor measured in the same run, so the table stays
+meaningful on a noisy machine. Run from the repository root::
+
+    python benchmarks/bench_peaks.py            # all shapes
+    python benchmarks/bench_peaks.py --quick    # the (8, 17, 192, 192) shape only
+"""
+
+import argparse
+import warnings
+
+import torch
+import torch.nn.functional as F
+from torch.utils import benchmark
+
+from peaklayers import GlobalPeaks, LocalPeaks, TopKPeaks, functional
+
+SHAPES = [(1, 17, 96, 96), (8, 17, 192, 192), (32, 17, 128, 128), (4, 1, 1024, 1024)]
+
+
+def confidence_maps(shape, peaks=2, sigma=2.5, seed=0):
+    """Realistic float32 maps: a few Gaussian blobs per channel, near zero elsewhere."""
+    samples, channels, height, width = shape
+    gen = torch.Generator().manual_seed(seed)
+    centres = torch.rand(samples, channels, peaks, 2, generator=gen) * torch.tensor(
+        [width - 1, height - 1]
+    )
+    ys = torch.arange(height, dtype=torch.float32)[:, None]
+    xs = torch.arange(width, dtype=torch.float32)[None, :]
+    cms = torch.zeros(shape)
+    for p in range(peaks):
+        cx = centres[:, :, p, 0, None, None]
+        cy = centres[:, :, p, 1, None, None]
+        blob = torch.exp(-((xs - cx) ** 2 + (ys - cy) ** 2) / (2 * sigma**2))
+        cms = torch.maximum(cms, blob)
+    return cms
+
+
+LAYERS = {
+    "GlobalPeaks": lambda: GlobalPeaks(refinement="integral"),
+    "LocalPeaks": lambda: LocalPeaks(refinement="integral"),
+    "TopKPeaks(k=8)": lambda: TopKPeaks(8, refinement="integral"),
+}
+FUNCTIONS = {
+    "find_global_peaks": lambda cms: functional.find_global_peaks(cms, 0.2, "integral"),
+    "find_local_peaks": lambda cms: functional.find_local_peaks(cms, 0.2, "integral"),
+    "max_pool2d(3, 1, 1) alone": lambda cms: F.max_pool2d(cms, 3, 1, 1),
+}
+
+
+def eager(layer, cms):
+    return layer
+
+
+def torchscript(layer, cms):
+    return torch.jit.script(layer)
+
+
+# Each backend turns a layer (and an example input) into a callable on maps.
+BACKENDS = {"eager": eager, "TorchScript": torchscript}
+
+
+def median_ms(fn, cms, min_run_time):
+    timer = benchmark.Timer(stmt="fn(cms)", globals={"fn": fn, "cms": cms})
+    return timer.blocked_autorange(min_run_time=min_run_time).median * 1e3
+
+
+def run(shapes, min_run_time):
+    headers = ["shape", "operation"]
+    for name in BACKENDS:
+        headers += [f"{name} ms", f"{name} / clone"]
+    rows = []
+    for shape in shapes:
+        cms = confidence_maps(shape)
+        with torch.inference_mode():
+            floor = median_ms(lambda x: x.clone(), cms, min_run_time)
+            rows.append([str(shape), "cms.clone() (floor)"] + [f"{floor:.3f}", "1.0"] * len(BACKENDS))
+            for label, make in LAYERS.items():
+                row = [str(shape), label]
+                for build in BACKENDS.values():
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore")
+                        fn = build(make(), cms)
+                    ms = median_ms(fn, cms, min_run_time)
+                    row += [f"{ms:.3f}", f"{ms / floor:.1f}"]
+                rows.append(row)
+            for label, fn in FUNCTIONS.items():
+                ms = median_ms(fn, cms, min_run_time)
+                rows.append([str(shape), label, f"{ms:.3f}", f"{ms / floor:.1f}"]
+                            + [""] * (2 * len(BACKENDS) - 2))
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="only (8, 17, 192, 192)")
+    parser.add_argument("--min-run-time", type=float, default=0.5, help="seconds per timing")
+    args = parser.parse_args()
+    shapes = [SHAPES[1]] if args.quick else SHAPES
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, float32 maps")
+    print(run(shapes, args.min_run_time))
+
+
+if __name__ == "__main__":
+    main()
