@@ -76,7 +76,8 @@ def run(shapes, min_run_time):
         cms = confidence_maps(shape)
         with torch.inference_mode():
             floor = median_ms(lambda x: x.clone(), cms, min_run_time)
-            rows.append([str(shape), "cms.clone() (floor)"] + [f"{floor:.3f}", "1.0"] * len(BACKENDS))
+            floor_cells = [f"{floor:.3f}", "1.0"] * len(BACKENDS)
+            rows.append([str(shape), "cms.clone() (floor)", *floor_cells])
             for label, make in LAYERS.items():
                 row = [str(shape), label]
                 for build in BACKENDS.values():

@@ -18,7 +18,6 @@ centre, and its dilated variants are not accepted by every backend). It is appli
   needs ``NonZero`` anyway, uses it.
 """
 
-from typing import Tuple
 
 import torch
 import torch.nn.functional as F
@@ -66,7 +65,7 @@ def strict_maxima_mask(cms: torch.Tensor, threshold: float) -> torch.Tensor:
     return _strict_rows(padded[:, :, :-2], cms, padded[:, :, 2:], _below(threshold, cms))
 
 
-def strict_maxima(cms: torch.Tensor, threshold: float) -> Tuple[torch.Tensor, torch.Tensor]:
+def strict_maxima(cms: torch.Tensor, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Strict local maxima above ``threshold``, found from the rows reaching above it.
 
     Args:
