@@ -8,6 +8,7 @@ from .global_peaks import GlobalPeaks, global_peaks
 from .integral import integral_offsets
 from .local_peaks import LocalPeaks, local_peaks
 from .nms import strict_maxima, strict_maxima_mask
+from .runtime import PeakSession, ProviderUnavailableError, open_session
 from .topk_peaks import TopKPeaks, topk_peaks
 
 __version__ = "0.1.0"
@@ -15,11 +16,14 @@ __version__ = "0.1.0"
 __all__ = [
     "GlobalPeaks",
     "LocalPeaks",
+    "PeakSession",
+    "ProviderUnavailableError",
     "TopKPeaks",
     "functional",
     "global_peaks",
     "integral_offsets",
     "local_peaks",
+    "open_session",
     "strict_maxima",
     "strict_maxima_mask",
     "topk_peaks",
