@@ -47,7 +47,9 @@ def global_peaks(
 
     vals, ys = cms.amax(dim=3).max(dim=2)  # (S, C): first row holding the maximum
     row = cms.gather(2, ys[:, :, None, None].expand(samples, channels, 1, width))
-    xs = row.squeeze(2).argmax(dim=2)  # first column of that row holding it
+    # ``[:, :, 0]``, not ``squeeze(2)``: the TorchScript ONNX exporter turns a squeeze of
+    # a size it cannot prove is 1 into an ``If`` node.
+    xs = row[:, :, 0].argmax(dim=2)  # first column of that row holding it
     points = torch.stack([xs, ys], dim=-1).to(torch.float32)
 
     if refinement is not None:  # "integral", checked above

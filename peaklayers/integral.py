@@ -97,9 +97,10 @@ def integral_offsets(
         dim=-1,
     )
     grid = grid.unsqueeze(0).expand(windows.shape[0], patch_size, patch_size, 2)
+    # ``[:, 0]``, not ``squeeze(1)``, which exports as an ``If`` node (see global_peaks).
     patches = F.grid_sample(
         windows, grid, mode="bilinear", padding_mode="zeros", align_corners=True
-    ).squeeze(1)  # (N, k, k)
+    )[:, 0]  # (N, k, k)
 
     total = patches.sum(dim=(1, 2))
     dx = (patches.sum(dim=1) * offsets).sum(dim=1) / total
