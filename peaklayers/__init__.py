@@ -4,6 +4,7 @@ See SPEC.md (shared with the project) for the behaviour every layer is held to.
 """
 
 from . import functional
+from .exporting import export_onnx, export_program, output_names_for
 from .global_peaks import GlobalPeaks, global_peaks
 from .integral import integral_offsets
 from .local_peaks import LocalPeaks, local_peaks
@@ -19,11 +20,14 @@ __all__ = [
     "PeakSession",
     "ProviderUnavailableError",
     "TopKPeaks",
+    "export_onnx",
+    "export_program",
     "functional",
     "global_peaks",
     "integral_offsets",
     "local_peaks",
     "open_session",
+    "output_names_for",
     "strict_maxima",
     "strict_maxima_mask",
     "topk_peaks",
