@@ -234,11 +234,12 @@ class PeakSession:
         feeds = self._gather(confmaps, inputs)
         # The dict holds the (contiguous) tensors until the run has finished.
         tensors = {name: self._as_tensor(name, value) for name, value in feeds.items()}
-        device = tensors[self.input_names[0]].device
+        device = tensors[self.input_names[0]].device if tensors else torch.device("cpu")
         for name, tensor in tensors.items():
             self._check_device(name, tensor.device)
-        if device.type == "cuda":
-            torch.cuda.current_stream(device).synchronize()
+        if any(tensor.is_cuda for tensor in tensors.values()):
+            # ONNX Runtime computes on its own stream: let torch's queued work finish first.
+            torch.cuda.current_stream(torch.device("cuda", self.device_id)).synchronize()
 
         binding = self.session.io_binding()
         for name, tensor in tensors.items():
@@ -401,7 +402,7 @@ def _native_stderr_captured():
     try:
         sys.stderr.flush()
         saved = os.dup(2)
-    except (OSError, ValueError):  # no usable fd 2 (e.g. embedded interpreter)
+    except (AttributeError, OSError, ValueError):  # no usable stderr or fd 2
         yield captured
         return
     with tempfile.TemporaryFile() as tmp:
