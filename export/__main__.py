@@ -1,0 +1,114 @@
+"""Command line of the export tool: ``python -m export {demo,model,run} ...`` (see --help).
+
+Each subcommand's options are exactly the keyword arguments of its module's ``run``, so
+``python -m export demo --out d --layer topk`` is ``export.demo.run(out="d", layer="topk")``.
+Expected problems (bad input, unreadable or corrupt files, an unavailable provider, an
+unwritable folder) end with one line on stderr and exit status 1 (2 for bad arguments);
+anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .common import ToolError, fail
+from .formats import DEFAULT_OPSET
+from .sessions import PROVIDERS
+from .settings import LAYERS, REFINEMENTS
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, not usage + message
+        sys.exit(fail(f"{self.prog}: {message} (see --help)", code=2))
+
+
+def _layer_options(parser: argparse.ArgumentParser, default_stride: str) -> None:
+    group = parser.add_argument_group("peak layer")
+    group.add_argument("--layer", choices=LAYERS, default="local",
+                       help="global: one peak per map; local: every peak; topk: fixed-shape "
+                            "K best per map (for serving) (default: local)")
+    group.add_argument("--k", type=int, default=8, help="slots per map for --layer topk (8)")
+    group.add_argument("--threshold", type=float, default=0.2,
+                       help="peak threshold, in [0, 1] unless --force (0.2)")
+    group.add_argument("--force", action="store_true", help="accept a threshold outside [0, 1]")
+    group.add_argument("--refinement", choices=REFINEMENTS, default="integral",
+                       help="sub-pixel refinement (integral)")
+    group.add_argument("--patch-size", type=int, default=5, help="refinement patch side (5)")
+    group.add_argument("--stride", type=float, default=None,
+                       help="output stride of the maps; points are multiplied by it "
+                            f"({default_stride})")
+    group.add_argument("--class-maps", action="store_true",
+                       help="the model also returns class maps: add the identity lookup "
+                            "(class_probs output) for host-side grouping")
+
+
+def _export_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", required=True, help="output folder (replaced when complete)")
+    parser.add_argument("--provider", choices=PROVIDERS, default="auto",
+                        help="ONNX Runtime provider used for verification (auto)")
+    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET,
+                        help=f"ONNX opset, >= 16 ({DEFAULT_OPSET})")
+    group = parser.add_argument_group("Triton Inference Server")
+    group.add_argument("--triton", metavar="DIR", default=None,
+                       help="also write a Triton model repository for the ONNX graph")
+    group.add_argument("--max-batch-size", type=int, default=8, help="Triton max_batch_size (8)")
+    group.add_argument("--triton-instances", type=int, default=1,
+                       help="model instances per device in instance_group (1)")
+    group.add_argument("--triton-kind", choices=("gpu", "cpu"), default="gpu",
+                       help="instance_group kind (gpu)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m export", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    demo = sub.add_parser("demo", help="export, verify and draw the embedded demo model")
+    _export_options(demo)
+    _layer_options(demo, "2, the demo network's")
+
+    model = sub.add_parser("model", help="append peak layers to your TorchScript, .pt2 or ONNX "
+                                         "confidence-map model, export and verify")
+    model.add_argument("path", help="a TorchScript archive, a torch.export .pt2 or an .onnx file")
+    model.add_argument("--input-name", default=None,
+                       help="input name in the exported graph (the model's own, else 'images')")
+    model.add_argument("--input-shape", default=None, metavar="S,C,H,W",
+                       help="example input shape; needed for TorchScript, otherwise read from "
+                            "the model where it is fixed")
+    model.add_argument("--output-name", default=None,
+                       help="ONNX: the confidence-map output (default: the first output)")
+    model.add_argument("--class-maps-output", default=None,
+                       help="ONNX with --class-maps: the class-map output (default: the second)")
+    _export_options(model)
+    _layer_options(model, "1")
+
+    run = sub.add_parser("run", help="run an exported ONNX model on .npy arrays or PNG images")
+    run.add_argument("model", help="an ONNX file written by this tool")
+    run.add_argument("inputs", nargs="+", help=".npy arrays (S,C,H,W or C,H,W) or PNG images")
+    run.add_argument("--provider", choices=PROVIDERS, default="auto",
+                     help="ONNX Runtime execution provider (auto: CUDA if it loads, else CPU)")
+    run.add_argument("--save", default=None, metavar="FILE",
+                     help="write the peaks to FILE (.json or .csv) instead of printing them")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    options = {k: v for k, v in vars(args).items() if k != "command"}
+    try:
+        if args.command == "demo":
+            from . import demo as command
+        elif args.command == "model":
+            from . import model as command
+        else:
+            from . import run as command
+        command.run(**options)
+    except ToolError as error:
+        return fail(str(error))
+    except KeyboardInterrupt:
+        return fail("interrupted; nothing was left half-written", code=130)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

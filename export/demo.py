@@ -1,0 +1,111 @@
+"""``python -m export demo``: the embedded example, end to end, with no user files.
+
+The designed network of :mod:`export.demo_net` plus the chosen peak layer is exported to
+TorchScript and ONNX, verified against eager PyTorch on synthetic frames of several
+sizes, checked against the frames' known keypoints, and drawn.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import demo_net
+from .common import step, write_json
+from .formats import DEFAULT_OPSET, Job
+from .graphs import compose
+from .peaks_io import peak_rows
+from .pipeline import TritonOptions, eager_backend, export_verify_write
+from .png import PART_COLOURS, draw_circle, draw_cross, write_png
+from .report import metadata
+from .settings import LayerSettings
+
+INPUT_NAME = "images"
+# (batch, height, width) of the verification inputs; the first is also the export example.
+SIZES = [(2, 96, 128), (1, 72, 96), (3, 120, 88)]
+PICTURE_SCALE = 4
+
+
+def accuracy(settings: LayerSettings, outputs: dict, keypoints: np.ndarray) -> dict:
+    """Match each true keypoint to the nearest found peak of its part (within 4 px)."""
+    rows = peak_rows(settings.layer, outputs)
+    errors, missed = [], 0
+    for s, animal, part in np.ndindex(*keypoints.shape[:3]):
+        found = [(r["x"], r["y"]) for r in rows if r["sample"] == s and r["channel"] == part]
+        dists = [np.hypot(x - keypoints[s, animal, part, 0], y - keypoints[s, animal, part, 1])
+                 for x, y in found]
+        if dists and min(dists) <= 4.0:
+            errors.append(min(dists))
+        else:
+            missed += 1
+    total = int(np.prod(keypoints.shape[:3]))
+    return {"keypoints": total, "found": total - missed, "peaks": len(rows),
+            "mean_error_px": float(np.mean(errors)) if errors else float("nan"),
+            "max_error_px": float(np.max(errors)) if errors else float("nan")}
+
+
+def picture(frame: np.ndarray, keypoints: np.ndarray, rows: list[dict]) -> np.ndarray:
+    """The frame scaled up, true keypoints as grey circles, found peaks as part-coloured crosses."""
+    image = (np.clip(frame.transpose(1, 2, 0), 0, 1) * 255).astype(np.uint8)
+    image = image.repeat(PICTURE_SCALE, axis=0).repeat(PICTURE_SCALE, axis=1)
+
+    def scaled(v: float) -> float:  # image pixel centre -> picture pixel centre
+        return (v + 0.5) * PICTURE_SCALE - 0.5
+
+    for x, y in keypoints.reshape(-1, 2):
+        draw_circle(image, scaled(x), scaled(y), (200, 200, 200), radius=2.5 * PICTURE_SCALE)
+    for row in rows:
+        if row["sample"] == 0:
+            colour = PART_COLOURS[row["channel"] % len(PART_COLOURS)]
+            draw_cross(image, scaled(row["x"]), scaled(row["y"]), colour, size=2 * PICTURE_SCALE)
+    return image
+
+
+def run(out: str, layer: str = "local", k: int = 8, threshold: float = 0.2,
+        refinement: str = "integral", patch_size: int = 5, stride: float | None = None,
+        class_maps: bool = False, force: bool = False, provider: str = "auto",
+        opset: int = DEFAULT_OPSET, triton: str | None = None, max_batch_size: int = 8,
+        triton_instances: int = 1, triton_kind: str = "gpu", **_: object) -> dict:
+    """Export, verify and draw the embedded demo model into ``out`` (see module docstring)."""
+    settings = LayerSettings.from_args(layer, k, threshold, refinement, patch_size, stride,
+                                       class_maps, force, default_stride=demo_net.STRIDE)
+    graph = compose(demo_net.DemoHead().eval(), settings, head_returns_tuple=True, n_outputs=2)
+    data = demo_net.frames_batch([(h, w) for _, h, w in SIZES],
+                                 batch=max(b for b, _, _ in SIZES))
+    inputs = [frames[:b] for (b, _, _), (frames, _, _) in zip(SIZES, data, strict=True)]
+    meta = metadata(
+        source="demo (designed network in export/demo_net.py, synthetic frames)",
+        settings=settings, input_name=INPUT_NAME, input_shape=["batch", 3, "height", "width"],
+        input_dtype="float32", channels=len(demo_net.PARTS),
+        classes=len(demo_net.CLASSES) if class_maps else None, opset=opset,
+        extra={"parts": list(demo_net.PARTS),
+               "class_names": list(demo_net.CLASSES) if class_maps else None},
+    )
+    job = Job(graph, torch.from_numpy(inputs[0]), INPUT_NAME, settings.output_names(), meta,
+              opset=opset)
+    frames, keypoints, _ = data[0]
+    summary: dict = {}
+
+    def extras(stage: Path, shown: Path) -> str:
+        outs = dict(zip(job.output_names, eager_backend(graph)(frames), strict=True))
+        summary["accuracy"] = acc = accuracy(settings, outs, keypoints)
+        with step("Picture", shown) as info:
+            info["file"] = stage / "demo.png"
+            write_png(info["file"], picture(frames[0], keypoints[0],
+                                            peak_rows(settings.layer, outs)))
+            info["note"] = (f"{acc['found']}/{acc['keypoints']} keypoints found, "
+                            f"mean error {acc['mean_error_px']:.2f} px")
+        write_json(stage / "accuracy.json", acc)
+        return (f"{acc['found']} of {acc['keypoints']} known keypoints found within 4 px "
+                f"({acc['peaks']} peaks in all) on {frames.shape[0]} frames of "
+                f"{frames.shape[2]}×{frames.shape[3]}; error mean {acc['mean_error_px']:.2f} px, "
+                f"max {acc['max_error_px']:.2f} px (image pixels). `demo.png`: sample 0, true "
+                "keypoints as grey circles, found peaks as crosses (red head, green thorax, "
+                "blue tail).")
+
+    result = export_verify_write(
+        job, Path(out), inputs, provider, "peaklayers export demo", extras=extras,
+        triton_options=TritonOptions(triton, max_batch_size, triton_instances, triton_kind))
+    return dict(result, **summary)

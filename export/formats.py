@@ -1,0 +1,139 @@
+"""The export formats, as data: name, file suffix, how to write one and how to load it back.
+
+One function per format writes the file; the matching loader returns a callable used to
+verify it (``frames (ndarray) -> list[ndarray]``, outputs in order). Every written file
+carries the metadata: TorchScript and ``.pt2`` as an extra file ``metadata.json`` in the
+archive, ONNX in ``metadata_props`` under the key ``peaklayers``.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from peaklayers import export_onnx, export_program
+
+from ._library_gaps import export_onnx_beyond_library
+from .common import ToolError
+
+METADATA_KEY = "peaklayers.metadata"
+DEFAULT_OPSET = 17  # GridSample (integral refinement) needs >= 16
+
+
+@dataclass
+class Job:
+    """What every format writer needs: the composed module, an example and the names."""
+
+    graph: nn.Module
+    example: torch.Tensor
+    input_name: str
+    output_names: list[str]
+    metadata: dict
+    opset: int = DEFAULT_OPSET
+    dynamo: bool = False
+    extra: dict = field(default_factory=dict)
+
+    def metadata_json(self) -> str:
+        return json.dumps(self.metadata, sort_keys=True)
+
+
+def _quiet(fn: Callable, *args, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return fn(*args, **kwargs)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def save_torchscript(job: Job, path: Path) -> Path:
+    try:
+        scripted = torch.jit.script(job.graph)
+    except Exception as error:
+        raise ToolError(f"TorchScript: cannot script the model: {_first_line(error)}") from None
+    torch.jit.save(scripted, str(path), _extra_files={"metadata.json": job.metadata_json()})
+    return path
+
+
+def save_program(job: Job, path: Path) -> Path:
+    try:
+        program = _quiet(export_program, job.graph, job.example)
+    except Exception as error:
+        raise ToolError(f"torch.export failed on the model with dynamic batch/height/width: "
+                        f"{_first_line(error)}") from None
+    torch.export.save(program, str(path), extra_files={"metadata.json": job.metadata_json()})
+    return path
+
+
+def save_onnx(job: Job, path: Path) -> Path:
+    metadata = {METADATA_KEY: job.metadata_json()}
+    try:
+        if "class_probs" in job.output_names:  # the library's exporter does not take it yet
+            first_axis = "peaks" if "sample_inds" in job.output_names else "batch"
+            export_onnx_beyond_library(job.graph, (job.example,), path,
+                                       input_names=[job.input_name],
+                                       output_names=job.output_names, first_axis=first_axis,
+                                       opset=job.opset, metadata=metadata)
+        else:
+            _quiet(export_onnx, job.graph, job.example, path, opset=job.opset,
+                   dynamo=job.dynamo, input_name=job.input_name, output_names=job.output_names,
+                   metadata=metadata)
+    except Exception as error:
+        raise ToolError(f"ONNX export failed: {_first_line(error)}") from None
+    return path
+
+
+def _torch_backend(module: Callable) -> Callable[[np.ndarray], list[np.ndarray]]:
+    def run(frames: np.ndarray) -> list[np.ndarray]:
+        with torch.no_grad():
+            out = module(torch.from_numpy(frames))
+        return [t.numpy() for t in (out if isinstance(out, (tuple, list)) else (out,))]
+
+    return run
+
+
+def load_torchscript(path: Path, provider: str = "cpu"):
+    return _torch_backend(torch.jit.load(str(path))), "CPU (torch)"
+
+
+def load_program(path: Path, provider: str = "cpu"):
+    return _torch_backend(torch.export.load(str(path)).module()), "CPU (torch)"
+
+
+def load_onnx(path: Path, provider: str = "cpu"):
+    from .sessions import open_peak_session
+
+    session = open_peak_session(path, provider)
+
+    def run(frames: np.ndarray) -> list[np.ndarray]:
+        return list(session.run(frames).values())
+
+    return run, session.provider
+
+
+@dataclass(frozen=True)
+class Format:
+    key: str
+    label: str
+    suffix: str
+    save: Callable[[Job, Path], Path]
+    load: Callable
+
+
+FORMATS = {
+    f.key: f
+    for f in (
+        Format("torchscript", "TorchScript", ".torchscript.pt", save_torchscript, load_torchscript),
+        Format("pt2", "torch.export", ".pt2", save_program, load_program),
+        Format("onnx", "ONNX", ".onnx", save_onnx, load_onnx),
+    )
+}
