@@ -3,7 +3,8 @@
 See SPEC.md (shared with the project) for the behaviour every layer is held to.
 """
 
-from . import functional
+from . import functional, identity
+from .class_maps import ClassMapLookup, class_probabilities
 from .exporting import export_onnx, export_program, output_names_for
 from .global_peaks import GlobalPeaks, global_peaks
 from .integral import integral_offsets
@@ -15,15 +16,18 @@ from .topk_peaks import TopKPeaks, topk_peaks
 __version__ = "0.1.0"
 
 __all__ = [
+    "ClassMapLookup",
     "GlobalPeaks",
     "LocalPeaks",
     "PeakSession",
     "ProviderUnavailableError",
     "TopKPeaks",
+    "class_probabilities",
     "export_onnx",
     "export_program",
     "functional",
     "global_peaks",
+    "identity",
     "integral_offsets",
     "local_peaks",
     "open_session",
