@@ -34,6 +34,11 @@ def check_refinement(refinement: Optional[str]) -> None:
         )
 
 
+def check_flat_tops(flat_tops: str) -> None:
+    if flat_tops != "drop" and flat_tops != "merge":
+        raise ValueError("flat_tops must be 'drop' or 'merge', got '" + str(flat_tops) + "'")
+
+
 def check_patch_size(patch_size: int, name: str = "patch_size") -> None:
     if patch_size < 1:
         raise ValueError(name + " must be a positive integer, got " + str(patch_size))

@@ -56,14 +56,16 @@ def find_global_peaks(
 
 
 def find_local_peaks_rough(
-    cms: torch.Tensor, threshold: float = 0.2
+    cms: torch.Tensor, threshold: float = 0.2, flat_tops: str = "drop"
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Grid-aligned local peaks. See :func:`peaklayers.local_peaks`.
+
+    ``flat_tops="merge"`` (not in the reference) keeps flat tops of up to 2x2 pixels.
 
     Returns ``points (Tensor[N, 2], float32)``, ``vals (Tensor[N])``,
     ``sample_inds (Tensor[N], int32)``, ``channel_inds (Tensor[N], int32)``.
     """
-    return local_peaks(cms, threshold, None)
+    return local_peaks(cms, threshold, None, flat_tops=flat_tops)
 
 
 def find_local_peaks(
@@ -71,13 +73,16 @@ def find_local_peaks(
     threshold: float = 0.2,
     refinement: Optional[str] = None,
     integral_patch_size: int = 5,
+    flat_tops: str = "drop",
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Local peaks, optionally refined. See :func:`peaklayers.local_peaks`.
+
+    ``flat_tops="merge"`` (not in the reference) keeps flat tops of up to 2x2 pixels.
 
     Returns ``points (Tensor[N, 2], float32)``, ``vals (Tensor[N])``,
     ``sample_inds (Tensor[N], int32)``, ``channel_inds (Tensor[N], int32)``.
     """
-    return local_peaks(cms, threshold, refinement, integral_patch_size)
+    return local_peaks(cms, threshold, refinement, integral_patch_size, flat_tops=flat_tops)
 
 
 def integral_regression(

@@ -4,6 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from ._checks import check_patch_size
+from ._windows import pixel_windows
 
 
 def _window_size(patch_size: int) -> int:
@@ -21,36 +22,6 @@ def _window_size(patch_size: int) -> int:
     while side < 2 * half:
         side *= 2
     return side + 1
-
-
-def _pixel_windows(
-    cms: torch.Tensor, map_inds: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor, size: int
-) -> torch.Tensor:
-    """Gather a ``size x size`` window of pixels centred on each peak, 0 outside the map.
-
-    Gathering the few pixels around each peak costs ``O(N * size**2)``; handing the
-    whole map to ``grid_sample`` would mean a copy of a full map per peak (the
-    reference's cost) because ``grid_sample`` samples every channel of a batch item.
-
-    Args:
-        cms (Tensor[S, C, H, W]): confidence maps, any floating dtype.
-        map_inds (Tensor[N], int64): ``sample * C + channel`` of each peak.
-        xs, ys (Tensor[N], int64): pixel column and row of each peak.
-        size (int): odd window side.
-
-    Returns:
-        Tensor[N, 1, size, size], float32.
-    """
-    height, width = cms.shape[2], cms.shape[3]
-    steps = torch.arange(size, device=cms.device) - size // 2
-    rows = ys[:, None, None] + steps[None, :, None]  # (N, size, 1)
-    cols = xs[:, None, None] + steps[None, None, :]  # (N, 1, size)
-    inside = (rows >= 0) & (rows < height) & (cols >= 0) & (cols < width)
-    flat = (map_inds[:, None, None] * height + rows.clamp(0, height - 1)) * width + cols.clamp(
-        0, width - 1
-    )
-    values = cms.reshape(-1)[flat.reshape(-1)].reshape(flat.shape).float()
-    return torch.where(inside, values, torch.zeros_like(values)).unsqueeze(1)
 
 
 def integral_offsets(
@@ -81,7 +52,8 @@ def integral_offsets(
     """
     check_patch_size(patch_size)
     size = _window_size(patch_size)
-    windows = _pixel_windows(cms, map_inds, xs, ys, size)
+    steps = torch.arange(size, device=cms.device) - size // 2
+    windows = pixel_windows(cms, map_inds, xs, ys, steps, steps, 0.0).float().unsqueeze(1)
 
     # Sample positions in window pixels, then in grid_sample's [-1, 1] coordinates
     # (exact: size - 1 is a power of two).

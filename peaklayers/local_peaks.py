@@ -1,11 +1,19 @@
-"""Local peaks: every strict local maximum above the threshold (SPEC §1.2, §1.3, §1.5)."""
+"""Local peaks: every strict local maximum above the threshold (SPEC §1.2, §1.3, §1.5),
+optionally with flat tops merged into one peak (see :mod:`peaklayers.flat_tops`)."""
 
 from typing import Optional
 
 import torch
 
-from ._checks import check_confmaps, check_patch_size, check_refinement, check_stride
+from ._checks import (
+    check_confmaps,
+    check_flat_tops,
+    check_patch_size,
+    check_refinement,
+    check_stride,
+)
 from ._layer import PeakLayer
+from .flat_tops import flat_top_maxima
 from .integral import integral_offsets
 from .nms import strict_maxima
 
@@ -16,11 +24,14 @@ def local_peaks(
     refinement: Optional[str] = "integral",
     patch_size: int = 5,
     stride: float = 1.0,
+    flat_tops: str = "drop",
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """All strict local maxima (see :mod:`peaklayers.nms`), optionally refined.
 
     Peaks are ordered by ``(sample, y, x, channel)``, i.e. row-major over an
-    ``(S, H, W, C)`` view of the maps.
+    ``(S, H, W, C)`` view of the maps. With ``flat_tops="merge"``, a flat top of up to
+    2x2 equal pixels is one peak, ordered by its first pixel, at the mean of its
+    pixels; its refinement patch is centred on ``floor`` of that mean.
 
     Args:
         cms (Tensor[S, C, H, W]): confidence maps, float16/bfloat16/float32/float64.
@@ -28,6 +39,7 @@ def local_peaks(
         refinement (str or None): ``"integral"`` (see :func:`integral_offsets`) or None.
         patch_size (int): side of the integral-refinement patch.
         stride (float): output stride; points are multiplied by it after refinement.
+        flat_tops (str): ``"drop"`` (SPEC §1.2) or ``"merge"``.
 
     Returns:
         points (Tensor[N, 2], float32): ``(x, y)`` of each peak.
@@ -39,9 +51,16 @@ def local_peaks(
     check_refinement(refinement)
     check_patch_size(patch_size)
     check_stride(stride)
+    check_flat_tops(flat_tops)
     channels, height, width = cms.shape[1], cms.shape[2], cms.shape[3]
 
-    rows, xs = strict_maxima(cms, threshold)  # ordered by (s, c, y, x)
+    offsets: Optional[torch.Tensor] = None  # mean point of each flat top - its anchor
+    if flat_tops == "merge":
+        rows, xs, dx, dy = flat_top_maxima(cms, threshold)
+        offsets = torch.stack([dx, dy], dim=1)
+    else:
+        rows, xs = strict_maxima(cms, threshold)
+    # rows and xs are ordered by (s, c, y, x)
     map_inds = rows // height
     ys = rows - map_inds * height
     sample_inds = map_inds // channels
@@ -52,8 +71,13 @@ def local_peaks(
 
     vals = cms.reshape(-1)[rows * width + xs]
     points = torch.stack([xs, ys], dim=1).to(torch.float32)
+    if offsets is not None:
+        points = points + offsets[order]
+        centres = torch.floor(points).to(torch.int64)  # crops stay on the pixel grid
+        xs, ys = centres[:, 0], centres[:, 1]
     if refinement is not None:  # "integral", checked above
-        points = points + integral_offsets(cms, map_inds, xs, ys, patch_size)
+        rough = torch.stack([xs, ys], dim=1).to(torch.float32)
+        points = rough + integral_offsets(cms, map_inds, xs, ys, patch_size)
     if stride != 1.0:
         points = points * stride
     return points, vals, sample_inds.to(torch.int32), channel_inds.to(torch.int32)
@@ -67,7 +91,24 @@ class LocalPeaks(PeakLayer):
     ``channel_inds (Tensor[N], int32)``, ordered by ``(sample, y, x, channel)``.
     """
 
+    def __init__(
+        self,
+        threshold: float = 0.2,
+        refinement: Optional[str] = "integral",
+        patch_size: int = 5,
+        stride: float = 1.0,
+        flat_tops: str = "drop",
+    ) -> None:
+        super().__init__(threshold, refinement, patch_size, stride)
+        check_flat_tops(flat_tops)
+        self.flat_tops = flat_tops
+
     def forward(
         self, cms: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        return local_peaks(cms, self.threshold, self.refinement, self.patch_size, self.stride)
+        return local_peaks(
+            cms, self.threshold, self.refinement, self.patch_size, self.stride, self.flat_tops
+        )
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", flat_tops={self.flat_tops!r}"

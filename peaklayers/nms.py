@@ -6,13 +6,13 @@ flat top of equal pixels therefore gives no peak (``x == maxpool(x)`` would keep
 of them), and a value equal to the threshold is dropped. Comparisons are made in the
 dtype of the maps.
 
-The rule is written once, in :func:`_strict_rows`, as a 3x3 max-pool without the
-centre built from shifted slices and ``maximum`` (``MaxPool`` itself includes the
+The neighbourhood is written once, in :func:`_around`, as a 3x3 max-pool without
+the centre built from shifted slices and ``maximum`` (``MaxPool`` itself includes the
 centre, and its dilated variants are not accepted by every backend). It is applied
 
 - densely by :func:`strict_maxima_mask`: fixed shapes, no ``NonZero``; the top-K
   layer uses it;
-- to the rows that reach above the threshold only, by :func:`strict_maxima`.
+- to the rows that reach above the threshold only, by :func:`hot_row_maxima`.
   Confidence maps are near zero almost everywhere, so this is several times
   cheaper on CPU than any dense pass; the variable-length local-peak layer, which
   needs ``NonZero`` anyway, uses it.
@@ -32,23 +32,19 @@ def _below(threshold: float, like: torch.Tensor) -> torch.Tensor:
     return like.new_full((), threshold)
 
 
-def _strict_rows(
-    above: torch.Tensor, row: torch.Tensor, below: torch.Tensor, threshold: torch.Tensor
-) -> torch.Tensor:
-    """Which pixels of ``row`` are strict maxima of their 3x3 neighbourhood and above
-    ``threshold``, given the rows above and below (``-inf`` where there is none).
+def _around(above: torch.Tensor, row: torch.Tensor, below: torch.Tensor) -> torch.Tensor:
+    """The largest of the 8 neighbours of each pixel of ``row``, given the rows above
+    and below (``-inf`` where there is none). A 3x3 max-pool without the centre.
 
     Args:
         above, row, below (Tensor[..., W]): three neighbouring rows, one dtype.
-        threshold (Tensor[], same dtype).
 
     Returns:
-        Tensor[..., W], bool.
+        Tensor[..., W], same dtype.
     """
     vertical = torch.maximum(above, below)
     columns = F.pad(torch.maximum(vertical, row), (1, 1), value=float("-inf"))
-    around = torch.maximum(vertical, torch.maximum(columns[..., :-2], columns[..., 2:]))
-    return row > torch.maximum(around, threshold)
+    return torch.maximum(vertical, torch.maximum(columns[..., :-2], columns[..., 2:]))
 
 
 def strict_maxima_mask(cms: torch.Tensor, threshold: float) -> torch.Tensor:
@@ -62,15 +58,20 @@ def strict_maxima_mask(cms: torch.Tensor, threshold: float) -> torch.Tensor:
         Tensor[S, C, H, W], bool.
     """
     padded = F.pad(cms, (0, 0, 1, 1), value=float("-inf"))
-    return _strict_rows(padded[:, :, :-2], cms, padded[:, :, 2:], _below(threshold, cms))
+    around = _around(padded[:, :, :-2], cms, padded[:, :, 2:])
+    return cms > torch.maximum(around, _below(threshold, cms))
 
 
-def strict_maxima(cms: torch.Tensor, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Strict local maxima above ``threshold``, found from the rows reaching above it.
+def hot_row_maxima(
+    cms: torch.Tensor, threshold: float, strict: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Local maxima above ``threshold``, found from the rows reaching above it.
 
     Args:
         cms (Tensor[S, C, H, W]): confidence maps, floating point.
-        threshold (float): peaks must be strictly greater.
+        threshold (float): maxima must be strictly greater.
+        strict (bool): True for strict maxima (the peaks of SPEC §1.2); False for
+            pixels no neighbour exceeds (which includes every pixel of a flat top).
 
     Returns:
         (rows, cols): ``rows`` (Tensor[N], int64) indexes ``cms.reshape(S * C * H, W)``
@@ -83,7 +84,7 @@ def strict_maxima(cms: torch.Tensor, threshold: float) -> tuple[torch.Tensor, to
 
     # Row maxima are one cheap reduction; only rows reaching above the threshold can
     # hold a peak, and only those (with their neighbour rows) are compared.
-    hot = torch.nonzero(lines.amax(dim=1) > thr).squeeze(1)
+    hot = torch.nonzero(lines.amax(dim=1) > thr)[:, 0]
     ys = hot - (hot // height) * height
     empty = torch.full_like(lines[:1], float("-inf"))
     above = torch.where(
@@ -94,5 +95,16 @@ def strict_maxima(cms: torch.Tensor, threshold: float) -> tuple[torch.Tensor, to
         lines.index_select(0, (hot + 1).clamp(max=lines.shape[0] - 1)),
         empty,
     )
-    peaks = torch.nonzero(_strict_rows(above, lines.index_select(0, hot), below, thr))
-    return hot[peaks[:, 0]], peaks[:, 1]
+    row = lines.index_select(0, hot)
+    around = _around(above, row, below)
+    if strict:
+        found = row > torch.maximum(around, thr)
+    else:
+        found = (row >= around) & (row > thr)
+    maxima = torch.nonzero(found)
+    return hot[maxima[:, 0]], maxima[:, 1]
+
+
+def strict_maxima(cms: torch.Tensor, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Strict local maxima above ``threshold``. See :func:`hot_row_maxima`."""
+    return hot_row_maxima(cms, threshold, True)

@@ -6,6 +6,7 @@ import torch
 
 from ._checks import (
     check_confmaps,
+    check_flat_tops,
     check_k,
     check_patch_size,
     check_refinement,
@@ -13,6 +14,7 @@ from ._checks import (
     python_int,
 )
 from ._layer import PeakLayer
+from .flat_tops import flat_top_mask, merged_offsets
 from .integral import integral_offsets
 from .nms import strict_maxima_mask
 
@@ -59,6 +61,7 @@ def topk_peaks(
     refinement: Optional[str] = "integral",
     patch_size: int = 5,
     stride: float = 1.0,
+    flat_tops: str = "drop",
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The ``k`` highest strict local maxima of every map, in fixed-shape slots.
 
@@ -76,6 +79,7 @@ def topk_peaks(
         refinement (str or None): ``"integral"`` (see :func:`integral_offsets`) or None.
         patch_size (int): side of the integral-refinement patch.
         stride (float): output stride; points are multiplied by it after refinement.
+        flat_tops (str): ``"drop"`` (SPEC §1.2) or ``"merge"`` (as :func:`local_peaks`).
 
     Returns:
         points (Tensor[S, C, k, 2], float32): ``(x, y)`` of each slot.
@@ -87,6 +91,7 @@ def topk_peaks(
     check_refinement(refinement)
     check_patch_size(patch_size)
     check_stride(stride)
+    check_flat_tops(flat_tops)
     samples, channels, height, width = cms.shape[0], cms.shape[1], cms.shape[2], cms.shape[3]
     # Selection keys go up to 2 * (H * W + k) and must be exact in float32 (TopK on
     # float32 is what every backend, TensorRT included, implements).
@@ -96,8 +101,14 @@ def topk_peaks(
             + str(height * width + k)
         )
 
+    members: Optional[list[torch.Tensor]] = None  # of each flat top, in "merge" mode
+    if flat_tops == "merge":
+        found, right, down, down_right, down_left = flat_top_mask(cms, threshold)
+        members = [right, down, down_right, down_left]
+    else:
+        found = strict_maxima_mask(cms, threshold)
     empty = cms.new_full((), float("-inf"))
-    scores = torch.where(strict_maxima_mask(cms, threshold), cms, empty)
+    scores = torch.where(found, cms, empty)
     # k empty slots at the end keep k a constant even when it exceeds H * W.
     scores = torch.cat(
         [scores.reshape(samples, channels, height * width), empty.expand(samples, channels, k)],
@@ -111,11 +122,18 @@ def topk_peaks(
     ys = positions // width
     xs = positions - ys * width
     points = torch.stack([xs, ys], dim=-1).to(torch.float32)
+    if members is not None:
+        flags = [m.reshape(samples, channels, height * width).gather(2, positions) for m in members]
+        dx, dy = merged_offsets(flags[0], flags[1], flags[2], flags[3])
+        points = points + torch.stack([dx, dy], dim=-1)
+        centres = torch.floor(points).to(torch.int64)  # crops stay on the pixel grid
+        xs, ys = centres[..., 0], centres[..., 1]
     if refinement is not None:  # "integral", checked above
         map_inds = torch.arange(samples * channels, device=cms.device)
         map_inds = map_inds[:, None].expand(samples * channels, k).reshape(-1)
         offsets = integral_offsets(cms, map_inds, xs.reshape(-1), ys.reshape(-1), patch_size)
-        points = points + offsets.reshape(samples, channels, k, 2)
+        rough = torch.stack([xs, ys], dim=-1).to(torch.float32)
+        points = rough + offsets.reshape(samples, channels, k, 2)
     if stride != 1.0:
         points = points * stride
 
@@ -138,15 +156,24 @@ class TopKPeaks(PeakLayer):
         refinement: Optional[str] = "integral",
         patch_size: int = 5,
         stride: float = 1.0,
+        flat_tops: str = "drop",
     ) -> None:
         super().__init__(threshold, refinement, patch_size, stride)
         self.k = python_int(k, "k")
         check_k(self.k)
+        check_flat_tops(flat_tops)
+        self.flat_tops = flat_tops
 
     def forward(self, cms: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return topk_peaks(
-            cms, self.k, self.threshold, self.refinement, self.patch_size, self.stride
+            cms,
+            self.k,
+            self.threshold,
+            self.refinement,
+            self.patch_size,
+            self.stride,
+            self.flat_tops,
         )
 
     def extra_repr(self) -> str:
-        return f"k={self.k}, " + super().extra_repr()
+        return f"k={self.k}, " + super().extra_repr() + f", flat_tops={self.flat_tops!r}"

@@ -29,31 +29,39 @@ def check_global(cms, threshold=0.2, refinement="integral", patch_size=5, stride
     assert torch.equal(module[0].nan_to_num(), points.nan_to_num())
 
 
-def check_local(cms, threshold=0.2, refinement="integral", patch_size=5, stride=1.0):
-    points, vals, samples, channels = local_peaks(cms, threshold, refinement, patch_size, stride)
-    exp = oracle.local_peaks(cms, threshold, refinement, patch_size, stride)
+def check_local(
+    cms, threshold=0.2, refinement="integral", patch_size=5, stride=1.0, flat_tops="drop"
+):
+    points, vals, samples, channels = local_peaks(
+        cms, threshold, refinement, patch_size, stride, flat_tops
+    )
+    exp = oracle.local_peaks(cms, threshold, refinement, patch_size, stride, flat_tops)
     assert samples.dtype == torch.int32 and channels.dtype == torch.int32
     assert vals.dtype == cms.dtype and points.dtype == torch.float32
     np.testing.assert_array_equal(samples.numpy(), exp[2])
     np.testing.assert_array_equal(channels.numpy(), exp[3])
     np.testing.assert_array_equal(vals.double().numpy(), exp[1])
     assert_points(points, exp[0], PX * stride)
-    module = LocalPeaks(threshold, refinement, patch_size, stride)(cms)
+    module = LocalPeaks(threshold, refinement, patch_size, stride, flat_tops)(cms)
     for a, b in zip(module, (points, vals, samples, channels), strict=True):
         assert torch.equal(a, b)
+    return points.shape[0]
 
 
-def check_topk(cms, k, threshold=0.2, refinement="integral", patch_size=5, stride=1.0):
-    points, vals, valid = topk_peaks(cms, k, threshold, refinement, patch_size, stride)
+def check_topk(
+    cms, k, threshold=0.2, refinement="integral", patch_size=5, stride=1.0, flat_tops="drop"
+):
+    points, vals, valid = topk_peaks(cms, k, threshold, refinement, patch_size, stride, flat_tops)
     exp_points, exp_vals, exp_valid = oracle.topk_peaks(
-        cms, k, threshold, refinement, patch_size, stride
+        cms, k, threshold, refinement, patch_size, stride, flat_tops
     )
     assert points.shape == (*cms.shape[:2], k, 2) and valid.dtype == torch.bool
     np.testing.assert_array_equal(valid.numpy(), exp_valid)
     np.testing.assert_array_equal(vals.double().numpy(), exp_vals)
     assert_points(points, exp_points, PX * stride)
-    module = TopKPeaks(k, threshold, refinement, patch_size, stride)(cms)
+    module = TopKPeaks(k, threshold, refinement, patch_size, stride, flat_tops)(cms)
     assert torch.equal(module[2], valid) and torch.equal(module[1], vals)
+    return int(valid.sum())
 
 
 ALL = [check_global, check_local, lambda cms, *a, **kw: check_topk(cms, 4, *a, **kw)]

@@ -1,0 +1,39 @@
+"""Gathering the few pixels around each peak (a helper of the refinement and flat tops)."""
+
+import torch
+
+
+def pixel_windows(
+    cms: torch.Tensor,
+    map_inds: torch.Tensor,
+    xs: torch.Tensor,
+    ys: torch.Tensor,
+    row_steps: torch.Tensor,
+    col_steps: torch.Tensor,
+    fill: float,
+) -> torch.Tensor:
+    """The pixels at ``(y + row_steps[i], x + col_steps[j])`` around each peak.
+
+    Gathering costs ``O(N * R * K)``; ``grid_sample`` or slicing on the whole map would
+    need a copy of a full map per peak (the reference's cost), because ``grid_sample``
+    samples every channel of a batch item.
+
+    Args:
+        cms (Tensor[S, C, H, W]): confidence maps, any floating dtype.
+        map_inds (Tensor[N], int64): ``sample * C + channel`` of each peak.
+        xs, ys (Tensor[N], int64): pixel column and row of each peak.
+        row_steps (Tensor[R], int64), col_steps (Tensor[K], int64): offsets to gather.
+        fill (float): the value of pixels outside the map.
+
+    Returns:
+        Tensor[N, R, K], dtype of ``cms``.
+    """
+    height, width = cms.shape[2], cms.shape[3]
+    rows = ys[:, None, None] + row_steps[None, :, None]  # (N, R, 1)
+    cols = xs[:, None, None] + col_steps[None, None, :]  # (N, 1, K)
+    inside = (rows >= 0) & (rows < height) & (cols >= 0) & (cols < width)
+    flat = (map_inds[:, None, None] * height + rows.clamp(0, height - 1)) * width + cols.clamp(
+        0, width - 1
+    )
+    values = cms.reshape(-1)[flat.reshape(-1)].reshape(flat.shape)
+    return torch.where(inside, values, values.new_full((), fill))

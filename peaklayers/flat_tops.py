@@ -1,0 +1,164 @@
+"""Flat-top peaks: equal neighbouring maxima merged into one peak (``flat_tops="merge"``).
+
+Half-precision maps often round the top of a peak into 2 to 4 equal pixels, which the
+strict rule of SPEC §1.2 drops. In ``"merge"`` mode a flat top of equal pixels that
+fits inside a 2x2 block (two pixels side by side or diagonal, an L of three, or all
+four) and is strictly higher than every pixel around it becomes ONE peak:
+
+- it is anchored at its first pixel in row-major order (which orders it among peaks);
+- its point is the mean of its pixels' coordinates (so it can be e.g. ``x + 0.5``);
+- integral refinement crops the patch on the pixel ``floor(mean point)``.
+
+A wider flat top, or one touching a pixel at least as high outside it, gives no peak.
+A single strict maximum is the one-pixel case, so ``"merge"`` finds every peak that
+``"drop"`` finds. Values must be strictly above the threshold, as for any local peak.
+
+The rule is written once, in :func:`_anchors`, on a map padded with ``-inf``; the
+top-K layer applies it densely (:func:`flat_top_mask`), the local layer only to the
+pixels no neighbour exceeds (:func:`flat_top_maxima`), through 4 x 5 windows.
+"""
+
+import torch
+import torch.nn.functional as F
+
+from ._windows import pixel_windows
+from .nms import _below, hot_row_maxima
+
+
+def _at(t: torch.Tensor, dy: int, dx: int, top: int, left: int, height: int, width: int):
+    """The ``height x width`` view of ``t`` shifted by ``(dy, dx)`` from ``(top, left)``."""
+    return t[..., top + dy : top + dy + height, left + dx : left + dx + width]
+
+
+def _anchors(
+    padded: torch.Tensor, threshold: torch.Tensor, height: int, width: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Anchors (first pixels) of the flat tops that make a peak, and their members.
+
+    Args:
+        padded (Tensor[..., height + 3, width + 4]): maps padded with ``-inf``: 1 row
+            above, 2 below and 2 columns on each side.
+        threshold (Tensor[], dtype of the maps).
+        height, width (int): size of the maps inside the padding.
+
+    Returns:
+        anchor (Tensor[..., height, width], bool), and whether the pixel to the right,
+        below, below-right and below-left belongs to the anchor's flat top (same
+        shape, bool; meaningful where ``anchor``).
+    """
+    v = _at(padded, 0, 0, 1, 2, height, width)
+    # 3x3 max (centre included) of every pixel in rows 0..1 and columns -1..1 around
+    # an anchor: a pixel of value v is "flat" (no neighbour higher) iff it equals v.
+    rows3 = torch.maximum(torch.maximum(padded[..., :-2], padded[..., 1:-1]), padded[..., 2:])
+    max3 = torch.maximum(torch.maximum(rows3[..., :-2, :], rows3[..., 1:-1, :]), rows3[..., 2:, :])
+
+    size = (height, width)
+    right, down = _same(padded, v, 0, 1, size), _same(padded, v, 1, 0, size)
+    down_right, down_left = _same(padded, v, 1, 1, size), _same(padded, v, 1, -1, size)
+    anchor = _flat(max3, v, 0, 0, size) & (v > threshold)
+    # First pixel of its flat top: no equal neighbour before it in row-major order.
+    anchor = anchor & ~_any_same(padded, v, [(0, -1), (-1, -1), (-1, 0), (-1, 1)], size)
+    # Fits in a 2x2 block: not three columns wide.
+    anchor = anchor & ~(down_left & (right | down_right))
+    # Every member is flat and has no equal neighbour outside the flat top.
+    for member, dy, dx, outside in [
+        (right, 0, 1, [(-1, 2), (0, 2), (1, 2)]),
+        (down, 1, 0, [(2, -1), (2, 0), (2, 1)]),
+        (down_right, 1, 1, [(0, 2), (1, 2), (2, 0), (2, 1), (2, 2)]),
+        (down_left, 1, -1, [(0, -2), (1, -2), (2, -2), (2, -1), (2, 0)]),
+    ]:
+        alone = _flat(max3, v, dy, dx, size) & ~_any_same(padded, v, outside, size)
+        anchor = anchor & (~member | alone)
+    return anchor, right, down, down_right, down_left
+
+
+def _same(
+    padded: torch.Tensor, v: torch.Tensor, dy: int, dx: int, size: tuple[int, int]
+) -> torch.Tensor:
+    """Whether the pixel at ``(dy, dx)`` from each pixel equals it."""
+    return _at(padded, dy, dx, 1, 2, size[0], size[1]) == v
+
+
+def _any_same(
+    padded: torch.Tensor, v: torch.Tensor, steps: list[tuple[int, int]], size: tuple[int, int]
+) -> torch.Tensor:
+    """Whether any pixel at the given steps from each pixel equals it."""
+    found = _same(padded, v, steps[0][0], steps[0][1], size)
+    for dy, dx in steps[1:]:
+        found = found | _same(padded, v, dy, dx, size)
+    return found
+
+
+def _flat(
+    max3: torch.Tensor, v: torch.Tensor, dy: int, dx: int, size: tuple[int, int]
+) -> torch.Tensor:
+    """Whether no neighbour of the pixel at ``(dy, dx)`` exceeds ``v``."""
+    return _at(max3, dy, dx, 0, 1, size[0], size[1]) == v
+
+
+def merged_offsets(
+    right: torch.Tensor, down: torch.Tensor, down_right: torch.Tensor, down_left: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean of a flat top's pixel coordinates, relative to its anchor.
+
+    Args:
+        right, down, down_right, down_left (Tensor[N], bool): members of each flat top.
+
+    Returns:
+        (dx, dy) (Tensor[N], float32 each).
+    """
+    r, d = right.to(torch.float32), down.to(torch.float32)
+    dr, dl = down_right.to(torch.float32), down_left.to(torch.float32)
+    count = 1.0 + r + d + dr + dl
+    return (r + dr - dl) / count, (d + dr + dl) / count
+
+
+def flat_top_mask(
+    cms: torch.Tensor, threshold: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Dense anchors of the flat-top peaks above ``threshold`` (no data-dependent shape).
+
+    Args:
+        cms (Tensor[S, C, H, W]): confidence maps, floating point.
+        threshold (float): peaks must be strictly greater.
+
+    Returns:
+        anchor, right, down, down_right, down_left (Tensor[S, C, H, W], bool each): see
+        :func:`_anchors`.
+    """
+    height, width = cms.shape[2], cms.shape[3]
+    # The rule looks at rows -1..2 and columns -2..2 around an anchor.
+    padded = F.pad(cms, (2, 2, 1, 2), value=float("-inf"))
+    return _anchors(padded, _below(threshold, cms), height, width)
+
+
+def flat_top_maxima(
+    cms: torch.Tensor, threshold: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Flat-top peaks above ``threshold``, checked only where no neighbour is higher.
+
+    Args:
+        cms (Tensor[S, C, H, W]): confidence maps, floating point.
+        threshold (float): peaks must be strictly greater.
+
+    Returns:
+        rows (Tensor[N], int64): anchor row in ``cms.reshape(S * C * H, W)``.
+        cols (Tensor[N], int64): anchor column.
+        dx, dy (Tensor[N], float32): mean point of the flat top minus its anchor.
+        Ordered by ``(s, c, y, x)`` of the anchors.
+    """
+    height = cms.shape[2]
+    rows, cols = hot_row_maxima(cms, threshold, False)
+    map_inds = rows // height
+    ys = rows - map_inds * height
+    row_steps = torch.arange(-1, 3, device=cms.device)  # the padding of flat_top_mask
+    col_steps = torch.arange(-2, 3, device=cms.device)
+    windows = pixel_windows(cms, map_inds, cols, ys, row_steps, col_steps, float("-inf"))
+    anchor, right, down, down_right, down_left = _anchors(
+        windows, _below(threshold, cms), 1, 1
+    )
+    keep = anchor[:, 0, 0]
+    dx, dy = merged_offsets(
+        right[keep, 0, 0], down[keep, 0, 0], down_right[keep, 0, 0], down_left[keep, 0, 0]
+    )
+    return rows[keep], cols[keep], dx, dy
