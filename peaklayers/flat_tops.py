@@ -30,6 +30,30 @@ def _at(t: torch.Tensor, dy: int, dx: int, top: int, left: int, height: int, wid
     return t[..., top + dy : top + dy + height, left + dx : left + dx + width]
 
 
+def _links(padded: torch.Tensor) -> tuple[list[torch.Tensor], list[int]]:
+    """Whether each pixel equals its neighbour to the right, below, below-right and
+    below-left, and the column of pixel ``x = 0`` in each map (row ``y = 0`` is 1).
+
+    Every equality the rule needs is one of these: it only ever compares a pixel of a
+    flat top (value ``v``) with a neighbour of that pixel.
+    """
+    links = [
+        padded[..., :, :-1] == padded[..., :, 1:],
+        padded[..., :-1, :] == padded[..., 1:, :],
+        padded[..., :-1, :-1] == padded[..., 1:, 1:],
+        padded[..., :-1, 1:] == padded[..., 1:, :-1],
+    ]
+    return links, [2, 2, 2, 1]
+
+
+def _linked(
+    links: list[torch.Tensor], lefts: list[int], which: int, dy: int, dx: int,
+    size: tuple[int, int],
+) -> torch.Tensor:
+    """Whether the pixel at ``(dy, dx)`` from each pixel equals its ``which`` neighbour."""
+    return _at(links[which], dy, dx, 1, lefts[which], size[0], size[1])
+
+
 def _anchors(
     padded: torch.Tensor, threshold: torch.Tensor, height: int, width: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -46,54 +70,52 @@ def _anchors(
         below, below-right and below-left belongs to the anchor's flat top (same
         shape, bool; meaningful where ``anchor``).
     """
+    size = (height, width)
     v = _at(padded, 0, 0, 1, 2, height, width)
-    # 3x3 max (centre included) of every pixel in rows 0..1 and columns -1..1 around
-    # an anchor: a pixel of value v is "flat" (no neighbour higher) iff it equals v.
+    # A pixel is "flat" when no neighbour exceeds it: its 3x3 max (centre included)
+    # is itself. Needed for rows 0..1 and columns -1..1 around an anchor.
     rows3 = torch.maximum(torch.maximum(padded[..., :-2], padded[..., 1:-1]), padded[..., 2:])
     max3 = torch.maximum(torch.maximum(rows3[..., :-2, :], rows3[..., 1:-1, :]), rows3[..., 2:, :])
+    flat = max3 == padded[..., 1:-1, 1:-1]  # pixel (y, x) at [y, x + 1]
+    links, lefts = _links(padded)
+    RIGHT, DOWN, DOWNRIGHT, DOWN_LEFT = 0, 1, 2, 3  # indices into links
 
-    size = (height, width)
-    right, down = _same(padded, v, 0, 1, size), _same(padded, v, 1, 0, size)
-    down_right, down_left = _same(padded, v, 1, 1, size), _same(padded, v, 1, -1, size)
-    anchor = _flat(max3, v, 0, 0, size) & (v > threshold)
+    right = _linked(links, lefts, RIGHT, 0, 0, size)
+    down = _linked(links, lefts, DOWN, 0, 0, size)
+    down_right = _linked(links, lefts, DOWNRIGHT, 0, 0, size)
+    down_left = _linked(links, lefts, DOWN_LEFT, 0, 0, size)
+    anchor = _at(flat, 0, 0, 0, 1, height, width) & (v > threshold)
     # First pixel of its flat top: no equal neighbour before it in row-major order.
-    anchor = anchor & ~_any_same(padded, v, [(0, -1), (-1, -1), (-1, 0), (-1, 1)], size)
+    earlier = [(RIGHT, 0, -1), (DOWNRIGHT, -1, -1), (DOWN, -1, 0), (DOWN_LEFT, -1, 1)]
+    anchor = anchor & ~_any_linked(links, lefts, earlier, size)
     # Fits in a 2x2 block: not three columns wide.
     anchor = anchor & ~(down_left & (right | down_right))
-    # Every member is flat and has no equal neighbour outside the flat top.
-    for member, dy, dx, outside in [
-        (right, 0, 1, [(-1, 2), (0, 2), (1, 2)]),
-        (down, 1, 0, [(2, -1), (2, 0), (2, 1)]),
-        (down_right, 1, 1, [(0, 2), (1, 2), (2, 0), (2, 1), (2, 2)]),
-        (down_left, 1, -1, [(0, -2), (1, -2), (2, -2), (2, -1), (2, 0)]),
-    ]:
-        alone = _flat(max3, v, dy, dx, size) & ~_any_same(padded, v, outside, size)
+    # Every member is flat and equals no neighbour outside the flat top. Each check
+    # (direction, dy, dx) compares a neighbour of the member with the member itself.
+    members = [
+        (right, 0, 1, [(DOWN_LEFT, -1, 2), (RIGHT, 0, 1), (DOWNRIGHT, 0, 1)]),
+        (down, 1, 0, [(DOWN_LEFT, 1, 0), (DOWN, 1, 0), (DOWNRIGHT, 1, 0)]),
+        (down_right, 1, 1, [(DOWN_LEFT, 0, 2), (RIGHT, 1, 1), (DOWN_LEFT, 1, 1),
+                            (DOWN, 1, 1), (DOWNRIGHT, 1, 1)]),
+        (down_left, 1, -1, [(DOWNRIGHT, 0, -2), (RIGHT, 1, -2), (DOWN_LEFT, 1, -1),
+                            (DOWN, 1, -1), (DOWNRIGHT, 1, -1)]),
+    ]
+    for member, dy, dx, outside in members:
+        alone = _at(flat, dy, dx, 0, 1, height, width) & ~_any_linked(
+            links, lefts, outside, size
+        )
         anchor = anchor & (~member | alone)
     return anchor, right, down, down_right, down_left
 
 
-def _same(
-    padded: torch.Tensor, v: torch.Tensor, dy: int, dx: int, size: tuple[int, int]
+def _any_linked(
+    links: list[torch.Tensor], lefts: list[int], checks: list[tuple[int, int, int]],
+    size: tuple[int, int],
 ) -> torch.Tensor:
-    """Whether the pixel at ``(dy, dx)`` from each pixel equals it."""
-    return _at(padded, dy, dx, 1, 2, size[0], size[1]) == v
-
-
-def _any_same(
-    padded: torch.Tensor, v: torch.Tensor, steps: list[tuple[int, int]], size: tuple[int, int]
-) -> torch.Tensor:
-    """Whether any pixel at the given steps from each pixel equals it."""
-    found = _same(padded, v, steps[0][0], steps[0][1], size)
-    for dy, dx in steps[1:]:
-        found = found | _same(padded, v, dy, dx, size)
+    found = _linked(links, lefts, checks[0][0], checks[0][1], checks[0][2], size)
+    for which, dy, dx in checks[1:]:
+        found = found | _linked(links, lefts, which, dy, dx, size)
     return found
-
-
-def _flat(
-    max3: torch.Tensor, v: torch.Tensor, dy: int, dx: int, size: tuple[int, int]
-) -> torch.Tensor:
-    """Whether no neighbour of the pixel at ``(dy, dx)`` exceeds ``v``."""
-    return _at(max3, dy, dx, 0, 1, size[0], size[1]) == v
 
 
 def merged_offsets(
