@@ -109,8 +109,8 @@ def flat_top_table(min_run_time, shape=(8, 17, 192, 192)):
             with torch.inference_mode():
                 drop = median_ms(make(flat_tops="drop"), cms, min_run_time)
                 merge = median_ms(make(flat_tops="merge"), cms, min_run_time)
-            dtype_name = str(dtype).replace("torch.", "")
-            lines.append(f"| {name} | {dtype_name} | {drop:.3f} | {merge:.3f} | {merge / drop:.2f} |")
+            cells = [name, str(dtype).replace("torch.", ""), f"{drop:.3f}", f"{merge:.3f}"]
+            lines.append("| " + " | ".join(cells) + f" | {merge / drop:.2f} |")
     return "\n".join(lines)
 
 

@@ -78,27 +78,27 @@ def _anchors(
     max3 = torch.maximum(torch.maximum(rows3[..., :-2, :], rows3[..., 1:-1, :]), rows3[..., 2:, :])
     flat = max3 == padded[..., 1:-1, 1:-1]  # pixel (y, x) at [y, x + 1]
     links, lefts = _links(padded)
-    RIGHT, DOWN, DOWNRIGHT, DOWN_LEFT = 0, 1, 2, 3  # indices into links
+    RIGHT, DOWN, DOWN_RIGHT, DOWN_LEFT = 0, 1, 2, 3  # indices into links
 
     right = _linked(links, lefts, RIGHT, 0, 0, size)
     down = _linked(links, lefts, DOWN, 0, 0, size)
-    down_right = _linked(links, lefts, DOWNRIGHT, 0, 0, size)
+    down_right = _linked(links, lefts, DOWN_RIGHT, 0, 0, size)
     down_left = _linked(links, lefts, DOWN_LEFT, 0, 0, size)
     anchor = _at(flat, 0, 0, 0, 1, height, width) & (v > threshold)
     # First pixel of its flat top: no equal neighbour before it in row-major order.
-    earlier = [(RIGHT, 0, -1), (DOWNRIGHT, -1, -1), (DOWN, -1, 0), (DOWN_LEFT, -1, 1)]
+    earlier = [(RIGHT, 0, -1), (DOWN_RIGHT, -1, -1), (DOWN, -1, 0), (DOWN_LEFT, -1, 1)]
     anchor = anchor & ~_any_linked(links, lefts, earlier, size)
     # Fits in a 2x2 block: not three columns wide.
     anchor = anchor & ~(down_left & (right | down_right))
     # Every member is flat and equals no neighbour outside the flat top. Each check
     # (direction, dy, dx) compares a neighbour of the member with the member itself.
     members = [
-        (right, 0, 1, [(DOWN_LEFT, -1, 2), (RIGHT, 0, 1), (DOWNRIGHT, 0, 1)]),
-        (down, 1, 0, [(DOWN_LEFT, 1, 0), (DOWN, 1, 0), (DOWNRIGHT, 1, 0)]),
+        (right, 0, 1, [(DOWN_LEFT, -1, 2), (RIGHT, 0, 1), (DOWN_RIGHT, 0, 1)]),
+        (down, 1, 0, [(DOWN_LEFT, 1, 0), (DOWN, 1, 0), (DOWN_RIGHT, 1, 0)]),
         (down_right, 1, 1, [(DOWN_LEFT, 0, 2), (RIGHT, 1, 1), (DOWN_LEFT, 1, 1),
-                            (DOWN, 1, 1), (DOWNRIGHT, 1, 1)]),
-        (down_left, 1, -1, [(DOWNRIGHT, 0, -2), (RIGHT, 1, -2), (DOWN_LEFT, 1, -1),
-                            (DOWN, 1, -1), (DOWNRIGHT, 1, -1)]),
+                            (DOWN, 1, 1), (DOWN_RIGHT, 1, 1)]),
+        (down_left, 1, -1, [(DOWN_RIGHT, 0, -2), (RIGHT, 1, -2), (DOWN_LEFT, 1, -1),
+                            (DOWN, 1, -1), (DOWN_RIGHT, 1, -1)]),
     ]
     for member, dy, dx, outside in members:
         alone = _at(flat, dy, dx, 0, 1, height, width) & ~_any_linked(
