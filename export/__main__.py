@@ -10,6 +10,7 @@ anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 from .common import ToolError, fail
@@ -47,8 +48,9 @@ def _export_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output folder (replaced when complete)")
     parser.add_argument("--provider", choices=PROVIDERS, default="auto",
                         help="ONNX Runtime provider used for verification (auto)")
-    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET,
-                        help=f"ONNX opset, >= 16 ({DEFAULT_OPSET})")
+    parser.add_argument("--opset", type=int, default=None,
+                        help=f"ONNX opset, 16 or newer (default: {DEFAULT_OPSET}; 18+ for .pt2 "
+                             "models, which use the dynamo exporter)")
     group = parser.add_argument_group("Triton Inference Server")
     group.add_argument("--triton", metavar="DIR", default=None,
                        help="also write a Triton model repository for the ONNX graph")
@@ -94,6 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # The dynamo exporter logs optional-dependency notices (e.g. torchvision) as warnings.
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     options = {k: v for k, v in vars(args).items() if k != "command"}
     try:
         if args.command == "demo":

@@ -38,3 +38,18 @@ def export_onnx_beyond_library(model: torch.nn.Module, examples: tuple[torch.Ten
     onnx.save(proto, str(path))
     onnx.checker.check_model(str(path), full_check=True)
     return Path(path)
+
+
+def program_to_onnx(program: torch.export.ExportedProgram, input_name: str, n_outputs: int,
+                    opset: int) -> onnx.ModelProto:
+    """A loaded ``torch.export`` program (the user's head) as ONNX, with its own dynamic dims.
+
+    ``peaklayers.export_onnx`` takes an ``nn.Module`` and switches it to eval mode, which
+    the module of a loaded program refuses ("Calling train() is not supported yet").
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        onnx_program = torch.onnx.export(
+            program, dynamo=True, input_names=[input_name], opset_version=opset,
+            output_names=[f"head_output_{i}" for i in range(n_outputs)], verbose=False)
+    return onnx_program.model_proto

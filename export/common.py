@@ -74,7 +74,8 @@ def staged_folder(final: Path) -> Iterator[Path]:
         staging = final.parent / f".{final.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         staging.mkdir()
     except OSError as error:
-        raise ToolError(f"cannot write to output folder {final}: {error.strerror}") from None
+        where = f" ({error.filename})" if error.filename else ""
+        raise ToolError(f"cannot write to output folder {final}: {error.strerror}{where}") from None
     try:
         yield staging
         if final.exists():

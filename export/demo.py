@@ -14,12 +14,13 @@ import torch
 
 from . import demo_net
 from .common import step, write_json
-from .formats import DEFAULT_OPSET, Job
+from .formats import Job, effective_opset
 from .graphs import compose
 from .peaks_io import peak_rows
 from .pipeline import TritonOptions, eager_backend, export_verify_write
 from .png import PART_COLOURS, draw_circle, draw_cross, write_png
 from .report import metadata
+from .run import instances
 from .settings import LayerSettings
 
 INPUT_NAME = "images"
@@ -42,8 +43,19 @@ def accuracy(settings: LayerSettings, outputs: dict, keypoints: np.ndarray) -> d
             missed += 1
     total = int(np.prod(keypoints.shape[:3]))
     return {"keypoints": total, "found": total - missed, "peaks": len(rows),
-            "mean_error_px": float(np.mean(errors)) if errors else float("nan"),
-            "max_error_px": float(np.max(errors)) if errors else float("nan")}
+            "mean_error_px": float(np.mean(errors)) if errors else None,
+            "max_error_px": float(np.max(errors)) if errors else None}
+
+
+def identity_accuracy(settings: LayerSettings, outputs: dict, keypoints: np.ndarray,
+                      classes: np.ndarray) -> dict:
+    """Group peaks into identities on the host; count animals whose class got all its parts."""
+    grouped = instances(settings.layer, outputs, keypoints.shape[0], keypoints.shape[2])
+    correct = 0
+    for s, a in np.ndindex(*classes.shape):
+        points = np.array(grouped[s][classes[s, a]]["points"], dtype=np.float64)
+        correct += bool(np.all(np.hypot(*(points - keypoints[s, a]).T) <= 4.0))
+    return {"animals": int(classes.size), "identities_correct": correct}
 
 
 def picture(frame: np.ndarray, keypoints: np.ndarray, rows: list[dict]) -> np.ndarray:
@@ -66,11 +78,12 @@ def picture(frame: np.ndarray, keypoints: np.ndarray, rows: list[dict]) -> np.nd
 def run(out: str, layer: str = "local", k: int = 8, threshold: float = 0.2,
         refinement: str = "integral", patch_size: int = 5, stride: float | None = None,
         class_maps: bool = False, force: bool = False, provider: str = "auto",
-        opset: int = DEFAULT_OPSET, triton: str | None = None, max_batch_size: int = 8,
+        opset: int | None = None, triton: str | None = None, max_batch_size: int = 8,
         triton_instances: int = 1, triton_kind: str = "gpu", **_: object) -> dict:
     """Export, verify and draw the embedded demo model into ``out`` (see module docstring)."""
     settings = LayerSettings.from_args(layer, k, threshold, refinement, patch_size, stride,
                                        class_maps, force, default_stride=demo_net.STRIDE)
+    opset = effective_opset(opset, dynamo=False)
     graph = compose(demo_net.DemoHead().eval(), settings, head_returns_tuple=True, n_outputs=2)
     data = demo_net.frames_batch([(h, w) for _, h, w in SIZES],
                                  batch=max(b for b, _, _ in SIZES))
@@ -85,25 +98,35 @@ def run(out: str, layer: str = "local", k: int = 8, threshold: float = 0.2,
     )
     job = Job(graph, torch.from_numpy(inputs[0]), INPUT_NAME, settings.output_names(), meta,
               opset=opset)
-    frames, keypoints, _ = data[0]
+    frames, keypoints, classes = data[0]
     summary: dict = {}
 
     def extras(stage: Path, shown: Path) -> str:
         outs = dict(zip(job.output_names, eager_backend(graph)(frames), strict=True))
         summary["accuracy"] = acc = accuracy(settings, outs, keypoints)
+        if settings.class_maps:
+            acc.update(identity_accuracy(settings, outs, keypoints, classes))
         with step("Picture", shown) as info:
             info["file"] = stage / "demo.png"
             write_png(info["file"], picture(frames[0], keypoints[0],
                                             peak_rows(settings.layer, outs)))
-            info["note"] = (f"{acc['found']}/{acc['keypoints']} keypoints found, "
-                            f"mean error {acc['mean_error_px']:.2f} px")
+            info["note"] = f"{acc['found']}/{acc['keypoints']} keypoints found" + (
+                f", mean error {acc['mean_error_px']:.2f} px" if acc["found"] else "")
         write_json(stage / "accuracy.json", acc)
+        identity = (f" Identity (class maps, grouped on the host with "
+                    f"peaklayers.identity.group_instances): {acc['identities_correct']} of "
+                    f"{acc['animals']} animals got all their parts under their own class."
+                    if settings.class_maps else "")
+        global_note = (" The global layer keeps one peak per part and frame, so it can find at "
+                       "most half of the keypoints of two animals." if settings.layer == "global"
+                       else "")
+        errors = (f"; error mean {acc['mean_error_px']:.2f} px, max {acc['max_error_px']:.2f} px "
+                  "(image pixels)" if acc["found"] else "")
         return (f"{acc['found']} of {acc['keypoints']} known keypoints found within 4 px "
                 f"({acc['peaks']} peaks in all) on {frames.shape[0]} frames of "
-                f"{frames.shape[2]}×{frames.shape[3]}; error mean {acc['mean_error_px']:.2f} px, "
-                f"max {acc['max_error_px']:.2f} px (image pixels). `demo.png`: sample 0, true "
+                f"{frames.shape[2]}×{frames.shape[3]}{errors}. `demo.png`: sample 0, true "
                 "keypoints as grey circles, found peaks as crosses (red head, green thorax, "
-                "blue tail).")
+                "blue tail)." + global_note + identity)
 
     result = export_verify_write(
         job, Path(out), inputs, provider, "peaklayers export demo", extras=extras,

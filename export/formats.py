@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,12 +19,20 @@ import torch
 from torch import nn
 
 from peaklayers import export_onnx, export_program
+from peaklayers.exporting import DYNAMO_OPSETS
 
 from ._library_gaps import export_onnx_beyond_library
 from .common import ToolError
 
 METADATA_KEY = "peaklayers.metadata"
-DEFAULT_OPSET = 17  # GridSample (integral refinement) needs >= 16
+DEFAULT_OPSET = 17  # the library's default for the TorchScript-based exporter
+
+
+def effective_opset(opset: int | None, dynamo: bool) -> int:
+    """The opset an export will use: ``opset``, else the library's default for the exporter."""
+    if opset is not None:
+        return opset
+    return DYNAMO_OPSETS[-1] if dynamo else DEFAULT_OPSET
 
 
 @dataclass
@@ -38,10 +46,16 @@ class Job:
     metadata: dict
     opset: int = DEFAULT_OPSET
     dynamo: bool = False
-    extra: dict = field(default_factory=dict)
+    # The head is a loaded TorchScript module: the graph must be scripted before the
+    # (TorchScript-based) ONNX export, which the library's export_onnx does not do.
+    script_for_onnx: bool = False
 
     def metadata_json(self) -> str:
-        return json.dumps(self.metadata, sort_keys=True)
+        return self.metadata_json_of(self.metadata)
+
+    @staticmethod
+    def metadata_json_of(metadata: dict) -> str:
+        return json.dumps(metadata, sort_keys=True)
 
 
 def _quiet(fn: Callable, *args, **kwargs):
@@ -57,10 +71,11 @@ def _first_line(error: BaseException) -> str:
 
 def save_torchscript(job: Job, path: Path) -> Path:
     try:
-        scripted = torch.jit.script(job.graph)
+        scripted = _quiet(torch.jit.script, job.graph)
     except Exception as error:
         raise ToolError(f"TorchScript: cannot script the model: {_first_line(error)}") from None
-    torch.jit.save(scripted, str(path), _extra_files={"metadata.json": job.metadata_json()})
+    _quiet(torch.jit.save, scripted, str(path),
+           _extra_files={"metadata.json": job.metadata_json()})
     return path
 
 
@@ -77,9 +92,10 @@ def save_program(job: Job, path: Path) -> Path:
 def save_onnx(job: Job, path: Path) -> Path:
     metadata = {METADATA_KEY: job.metadata_json()}
     try:
-        if "class_probs" in job.output_names:  # the library's exporter does not take it yet
+        if "class_probs" in job.output_names or job.script_for_onnx:  # see _library_gaps.py
             first_axis = "peaks" if "sample_inds" in job.output_names else "batch"
-            export_onnx_beyond_library(job.graph, (job.example,), path,
+            graph = _quiet(torch.jit.script, job.graph) if job.script_for_onnx else job.graph
+            export_onnx_beyond_library(graph, (job.example,), path,
                                        input_names=[job.input_name],
                                        output_names=job.output_names, first_axis=first_axis,
                                        opset=job.opset, metadata=metadata)
@@ -102,7 +118,7 @@ def _torch_backend(module: Callable) -> Callable[[np.ndarray], list[np.ndarray]]
 
 
 def load_torchscript(path: Path, provider: str = "cpu"):
-    return _torch_backend(torch.jit.load(str(path))), "CPU (torch)"
+    return _torch_backend(_quiet(torch.jit.load, str(path))), "CPU (torch)"
 
 
 def load_program(path: Path, provider: str = "cpu"):

@@ -60,8 +60,8 @@ class HeadThenTopKPeaksAndClasses(HeadThenLocalPeaksAndClasses):
         return points, vals, valid, self.lookup(maps[1], points, None)
 
 
-def head_outputs(head: nn.Module, example: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """Run the head once and return its outputs as a tuple, checking they are 4-D maps."""
+def head_outputs(head: nn.Module, example: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], bool]:
+    """Run the head once: its outputs as a tuple (the first a 4-D map), and if it was a tuple."""
     try:
         with torch.no_grad():
             out = head(example)
@@ -75,7 +75,7 @@ def head_outputs(head: nn.Module, example: torch.Tensor) -> tuple[torch.Tensor, 
     if outs[0].dim() != 4:
         raise ToolError("the model's output must be a 4-D confidence map (S, C, H, W), got shape "
                         f"{tuple(outs[0].shape)}")
-    return outs
+    return outs, isinstance(out, (tuple, list))
 
 
 def compose(head: nn.Module, settings: LayerSettings, head_returns_tuple: bool,

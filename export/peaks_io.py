@@ -43,17 +43,20 @@ def peak_rows(layer: str, outputs: dict[str, np.ndarray]) -> list[dict]:
     return rows
 
 
-def rows_to_csv(rows: list[dict], extra: dict | None = None) -> str:
-    """CSV text; ``class_probs`` become columns ``class_0``, ``class_1``...; ``extra`` prefixed."""
-    extra = extra or {}
-    n_classes = max((len(r.get("class_probs", [])) for r in rows), default=0)
-    fields = [*extra, "sample", "channel", "slot", "x", "y", "value"]
-    fields += [f"class_{k}" for k in range(n_classes)]
+def rows_to_csv(rows: list[dict], fields: list[str]) -> str:
+    """CSV text of ``rows`` with the columns ``fields``; a ``class_probs`` list field becomes
+    columns ``class_0``, ``class_1``...; floats are written with 6 decimals."""
+    n_classes = max((len(r.get("class_probs") or []) for r in rows), default=0)
+    header = [f for f in fields if f != "class_probs"]
+    if "class_probs" in fields:
+        header += [f"class_{k}" for k in range(n_classes)]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(fields)
+    writer.writerow(header)
     for row in rows:
-        writer.writerow([*extra.values(), row["sample"], row["channel"], row["slot"],
-                         f"{row['x']:.4f}", f"{row['y']:.4f}", f"{row['value']:.6f}",
-                         *(f"{p:.6f}" for p in row.get("class_probs", []))])
+        cells = [row[f] for f in fields if f != "class_probs"]
+        if "class_probs" in fields:
+            cells += list(row.get("class_probs") or [])
+        writer.writerow(["" if v is None else f"{v:.6f}" if isinstance(v, float) else v
+                         for v in cells])
     return buffer.getvalue()

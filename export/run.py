@@ -1,0 +1,199 @@
+"""``python -m export run MODEL.onnx INPUT...``: run an exported graph with ONNX Runtime.
+
+Inputs are ``.npy`` arrays (``(S, C, H, W)`` or ``(C, H, W)``, read without pickle) or PNG
+images (8-bit grey/RGB/RGBA, scaled to [0, 1]). The session comes from
+:func:`peaklayers.runtime.open_session` on the provider asked for; the provider that
+actually ran is printed and saved. With a class-map graph (``class_probs`` output) the
+peaks are grouped into identities on the host with :func:`peaklayers.identity.group_instances`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from peaklayers.identity import group_instances
+
+from .common import ToolError, log
+from .formats import METADATA_KEY
+from .peaks_io import peak_rows, rows_to_csv
+from .png import read_png
+from .sessions import open_peak_session
+
+
+def read_metadata(path: Path) -> dict:
+    """The tool's metadata embedded in the ONNX file, or a minimum guessed from the outputs."""
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:
+        return {}  # the session already opened it; a graph we cannot parse again has no metadata
+    props = {p.key: p.value for p in model.metadata_props}
+    if METADATA_KEY in props:
+        try:
+            return json.loads(props[METADATA_KEY])
+        except json.JSONDecodeError:
+            pass
+    return {}
+
+
+def layer_kind(meta: dict, output_names: list[str]) -> str:
+    if meta.get("layer", {}).get("layer") in ("global", "local", "topk"):
+        return meta["layer"]["layer"]
+    if {"points", "vals", "valid"} <= set(output_names):
+        return "topk"
+    if {"points", "vals", "sample_inds", "channel_inds"} <= set(output_names):
+        return "local"
+    if {"points", "vals"} <= set(output_names):
+        return "global"
+    raise ToolError(f"{output_names} are not the outputs of a peak graph (points, vals, ...)")
+
+
+def load_input(path: Path, dtype: np.dtype, channels: int | None) -> np.ndarray:
+    """A ``(S, C, H, W)`` array of the model's input dtype from a ``.npy`` or PNG file."""
+    if not path.is_file():
+        raise ToolError(f"input {path} does not exist")
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        try:
+            array = np.load(path, allow_pickle=False)
+        except (ValueError, OSError) as error:
+            raise ToolError(f"{path}: not a readable .npy array ({error})") from None
+        if array.ndim == 3:
+            array = array[None]
+        if array.ndim != 4:
+            raise ToolError(f"{path}: expected an (S, C, H, W) or (C, H, W) array, got "
+                            f"shape {array.shape}")
+        if array.dtype == np.uint8:
+            array = array / 255.0
+    elif suffix == ".png":
+        image = read_png(path)
+        if image.shape[2] in (2, 4):
+            image = image[:, :, :-1]  # drop alpha
+        if channels == 3 and image.shape[2] == 1:
+            image = image.repeat(3, axis=2)
+        array = (image.transpose(2, 0, 1)[None] / 255.0)
+    else:
+        raise ToolError(f"{path}: unsupported input type {suffix or '(none)'}; use .npy or .png")
+    if channels is not None and array.shape[1] != channels:
+        raise ToolError(f"{path}: the model takes {channels} channels, the input has "
+                        f"{array.shape[1]}")
+    return np.ascontiguousarray(array, dtype=dtype)
+
+
+def _nan_to_none(value):
+    if isinstance(value, list):
+        return [_nan_to_none(v) for v in value]
+    return None if isinstance(value, float) and math.isnan(value) else value
+
+
+def instances(layer: str, outputs: dict, n_samples: int, n_channels: int) -> list:
+    """Host-side identity grouping: per sample, one instance per class."""
+    points, point_vals, class_probs = group_instances(
+        outputs["points"], outputs["vals"], outputs["class_probs"],
+        sample_inds=outputs.get("sample_inds") if layer == "local" else None,
+        channel_inds=outputs.get("channel_inds") if layer == "local" else None,
+        valid=outputs.get("valid"),
+        n_samples=n_samples if layer == "local" else None,
+        n_channels=n_channels if layer == "local" else None)
+    return [[{"class": k, "points": _nan_to_none(points[s, k].tolist()),
+              "point_vals": _nan_to_none(point_vals[s, k].tolist()),
+              "class_probs": _nan_to_none(class_probs[s, k].tolist())}
+             for k in range(points.shape[1])] for s in range(points.shape[0])]
+
+
+def _csv(result: dict) -> str:
+    """Peaks, one per row; for a class-map graph, grouped identities (one row per class and
+    part) instead."""
+    if any("instances" in e for e in result["files"]):
+        rows = [{"file": e["file"], "sample": s, "class": inst["class"], "channel": c,
+                 "x": inst["points"][c][0], "y": inst["points"][c][1],
+                 "value": inst["point_vals"][c], "class_prob": inst["class_probs"][c]}
+                for e in result["files"] for s, sample in enumerate(e["instances"])
+                for inst in sample for c in range(len(inst["points"]))]
+        return rows_to_csv(rows, ["file", "sample", "class", "channel", "x", "y", "value",
+                                  "class_prob"])
+    rows = [dict(r, file=e["file"]) for e in result["files"] for r in e["peaks"]]
+    return rows_to_csv(rows, ["file", "sample", "channel", "slot", "x", "y", "value"])
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except OSError as error:
+        tmp.unlink(missing_ok=True)
+        raise ToolError(f"cannot write {path}: {error.strerror}") from None
+
+
+def run(model: str, inputs: list[str], provider: str = "auto", save: str | None = None,
+        **_: object) -> dict:
+    """Run ``model`` on every input file; print the peaks or save them as JSON/CSV."""
+    model_path = Path(model)
+    if save is not None and Path(save).suffix.lower() not in (".json", ".csv"):
+        raise ToolError(f"--save must end in .json or .csv, got {save}")
+    if not model_path.is_file():
+        raise ToolError(f"model file {model_path} does not exist")
+    session = open_peak_session(model_path, provider)
+    meta = read_metadata(model_path)
+    kind = layer_kind(meta, session.output_names)
+    dtype_name, shape = session.inputs[session.input_name]
+    channels = shape[1] if len(shape) == 4 and isinstance(shape[1], int) else None
+    note = " (CUDA did not load)" if session.fallback_reason else ""
+    log(f"Model ✓ {model_path.name}: {kind} peaks, input {session.input_name!r} {dtype_name}, "
+        f"provider {session.provider}{note}")
+
+    result = {"model": str(model_path), "provider": session.provider, "layer": kind,
+              "parts": meta.get("parts"), "files": []}
+    for name in inputs:
+        array = load_input(Path(name), np.dtype(dtype_name), channels)
+        try:
+            outputs = session.run(array)
+        except (ValueError, TypeError) as error:
+            raise ToolError(f"{name}: {error}") from None
+        except Exception as error:  # ONNX Runtime refused the input
+            text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            raise ToolError(f"{name}: ONNX Runtime failed: {text}") from None
+        rows = peak_rows(kind, outputs)
+        entry = {"file": name, "shape": list(array.shape), "peaks": rows}
+        if "class_probs" in outputs:
+            n_channels = meta.get("channels") or (
+                int(outputs["points"].shape[1]) if kind != "local" else
+                int(outputs["channel_inds"].max(initial=-1)) + 1)
+            entry["instances"] = instances(kind, outputs, array.shape[0], n_channels)
+        result["files"].append(entry)
+        log(f"{name} ✓ {array.shape}: {len(rows)} peaks"
+            + (f", grouped into {len(entry['instances'][0])} identities per frame"
+               if "instances" in entry else ""))
+
+    if save is None:
+        parts = meta.get("parts") or []
+        for entry in result["files"]:
+            if "instances" in entry:  # grouped identities, one line per frame and class
+                for s, sample in enumerate(entry["instances"]):
+                    for inst in sample:
+                        points = "  ".join(
+                            f"{parts[c] if c < len(parts) else f'ch{c}'} "
+                            + ("—" if p is None or p[0] is None else f"({p[0]:.2f}, {p[1]:.2f})")
+                            for c, p in enumerate(inst["points"]))
+                        print(f"{entry['file']}  sample {s}  identity {inst['class']}: {points}")
+                continue
+            for r in entry["peaks"]:
+                part = parts[r["channel"]] if r["channel"] < len(parts) else f"ch{r['channel']}"
+                cls = ""
+                if "class_probs" in r:
+                    cls = f"  class {int(np.argmax(r['class_probs']))}"
+                print(f"{entry['file']}  sample {r['sample']}  {part:>8}  x {r['x']:8.2f}  "
+                      f"y {r['y']:8.2f}  value {r['value']:.3f}{cls}")
+    elif save.lower().endswith(".json"):
+        _write_atomically(Path(save), json.dumps(result, indent=1, allow_nan=False) + "\n")
+        log(f"Saved ✓ → {save}")
+    else:
+        _write_atomically(Path(save), _csv(result))
+        log(f"Saved ✓ → {save}")
+    return result

@@ -1,0 +1,390 @@
+"""End-to-end tests of the export tool (``python -m export``), each in a temporary folder.
+
+They assert on the written files and on the parity numbers the tool records, and check
+the exported graphs independently of the tool where that is cheap.
+"""
+
+import contextlib
+import io
+import json
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from torch import nn
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from export import demo_net  # noqa: E402
+from export.__main__ import main  # noqa: E402
+from export.png import PART_COLOURS, read_png, write_png  # noqa: E402
+from export.triton import model_config_class, parse_config  # noqa: E402
+
+from peaklayers import LocalPeaks, TopKPeaks  # noqa: E402
+
+
+def tool(*args: str) -> subprocess.CompletedProcess:
+    """``python -m export ARGS`` from the repository root, as a user runs it."""
+    return subprocess.run([sys.executable, "-m", "export", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+
+
+def ok(*args: str) -> str:
+    """The same, in this process (faster: no new torch import); returns stdout."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(list(args))
+    assert code == 0, err.getvalue()
+    return out.getvalue()
+
+
+def ok_subprocess(*args: str) -> str:
+    result = tool(*args)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    return result.stdout
+
+
+def leftovers(folder: Path) -> list[str]:
+    return [p.name for p in folder.iterdir() if ".partial-" in p.name or ".old-" in p.name]
+
+
+def onnx_metadata(path: Path) -> dict:
+    props = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+    return json.loads(props["peaklayers.metadata"])
+
+
+def check_parity(meta: dict, backends: set[str], shapes: int) -> None:
+    parity = {p["backend"]: p for p in meta["verification"]["parity"]}
+    assert set(parity) == {"eager"} | backends
+    for name in backends:
+        assert parity[name]["mismatches"] == []
+        assert 0.0 <= parity[name]["max_abs_diff"] <= 1e-3
+        assert len({tuple(s) for s in parity[name]["inputs"]}) == shapes
+        assert parity[name]["latency_ms"] > 0
+
+
+# ---------------------------------------------------------------------------------- demo
+
+
+@pytest.mark.parametrize("layer", ["global", "local", "topk"])
+def test_demo_every_layer(tmp_path, layer):
+    out, repo = tmp_path / "demo", tmp_path / "triton"
+    stdout = ok_subprocess("demo", "--out", str(out), "--layer", layer, "--k", "4",
+                           "--triton", str(repo))
+    assert "ONNX ✓" in stdout and "TorchScript ✓" in stdout and "Verify ✓" in stdout
+    assert sorted(p.name for p in out.iterdir()) == [
+        "accuracy.json", "demo.png", "metadata.json", "model.onnx", "model.torchscript.pt",
+        "report.md"]
+    assert leftovers(tmp_path) == []
+    config = parse_config((repo / "peaklayers" / "config.pbtxt").read_text())
+    if layer == "local":  # no batch axis on variable-length outputs: no Triton batching
+        assert config.max_batch_size == 0 and not config.HasField("dynamic_batching")
+        assert list(config.input[0].dims) == [-1, 3, -1, -1]
+        assert [list(o.dims) for o in config.output] == [[-1, 2], [-1], [-1], [-1]]
+    else:
+        assert config.max_batch_size == 8 and config.HasField("dynamic_batching")
+        assert list(config.input[0].dims) == [3, -1, -1]
+        assert list(config.output[0].dims) == ([3, 2] if layer == "global" else [3, 4, 2])
+
+    meta = json.loads((out / "metadata.json").read_text())
+    assert meta["layer"]["layer"] == layer and meta["stride"] == 2.0 and meta["opset"] == 17
+    assert meta["versions"]["torch"] == torch.__version__
+    names = {"global": ["points", "vals"], "local": ["points", "vals", "sample_inds",
+                                                     "channel_inds"],
+             "topk": ["points", "vals", "valid"]}[layer]
+    assert [o["name"] for o in meta["outputs"]] == names
+    check_parity(meta, {"TorchScript", "ONNX Runtime"}, shapes=3)
+    embedded = onnx_metadata(out / "model.onnx")
+    assert embedded["layer"] == meta["layer"] and embedded["outputs"] == meta["outputs"]
+    assert [o.name for o in onnx.load(str(out / "model.onnx")).graph.output] == names
+
+    accuracy = json.loads((out / "accuracy.json").read_text())
+    # Two animals x three parts x three frames; the global layer keeps one peak per part.
+    assert accuracy["found"] == (9 if layer == "global" else 18)
+    assert accuracy["mean_error_px"] < 0.5 and accuracy["max_error_px"] < 1.0
+
+    picture = read_png(out / "demo.png")
+    assert picture.shape == (96 * 4, 128 * 4, 3)
+    for colour in PART_COLOURS[:3]:  # every part drawn
+        assert np.all(picture == colour, axis=2).any()
+    report = (out / "report.md").read_text()
+    assert "| ONNX Runtime | CPUExecutionProvider |" in report
+
+    # Independently of the tool: the ONNX file at a size it was not exported or verified at.
+    frame, keypoints, _ = demo_net.render_frame(80, 112, seed=7)
+    session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    outputs = dict(zip(names, session.run(None, {"images": frame[None]}), strict=True))
+    points = outputs["points"].reshape(-1, 2)
+    points = points[~np.isnan(points).any(axis=1)]
+    nearest = np.min(np.hypot(*(keypoints.reshape(-1, 1, 2) - points[None]).transpose(2, 0, 1)),
+                     axis=1)
+    assert np.sum(nearest < 1.0) == (3 if layer == "global" else 6)
+
+
+def test_demo_class_maps_and_triton(tmp_path):
+    out, repo = tmp_path / "demo", tmp_path / "triton"
+    ok("demo", "--out", str(out), "--layer", "topk", "--k", "4", "--class-maps",
+       "--triton", str(repo), "--max-batch-size", "16", "--triton-instances", "2")
+    accuracy = json.loads((out / "accuracy.json").read_text())
+    assert accuracy["identities_correct"] == accuracy["animals"] == 3 * 2
+    meta = json.loads((out / "metadata.json").read_text())
+    check_parity(meta, {"TorchScript", "ONNX Runtime"}, shapes=3)
+    assert meta["outputs"][-1] == {"name": "class_probs", "shape": ["batch", 3, 4, 2],
+                                   "dtype": "float32"}
+
+    config = parse_config((repo / "peaklayers" / "config.pbtxt").read_text())
+    assert isinstance(config, model_config_class())
+    assert config.backend == "onnxruntime" and config.max_batch_size == 16
+    assert config.HasField("dynamic_batching")
+    assert [(i.name, list(i.dims)) for i in config.input] == [("images", [3, -1, -1])]
+    assert [(o.name, list(o.dims)) for o in config.output] == [
+        ("points", [3, 4, 2]), ("vals", [3, 4]), ("valid", [3, 4]), ("class_probs", [3, 4, 2])]
+    dtype = model_config_class().DESCRIPTOR.fields_by_name["input"].message_type.fields_by_name[
+        "data_type"].enum_type.values_by_number
+    assert [dtype[o.data_type].name for o in config.output] == [
+        "TYPE_FP32", "TYPE_FP32", "TYPE_BOOL", "TYPE_FP32"]
+    assert config.instance_group[0].count == 2
+    served = repo / "peaklayers" / "1" / "model.onnx"
+    assert served.read_bytes() == (out / "model.onnx").read_bytes()
+
+
+def test_triton_config_that_breaks_the_schema_is_refused():
+    from export.common import ToolError
+
+    with pytest.raises(ToolError, match="ModelConfig"):
+        parse_config('name: "x"\nmax_batch_size: 8\nbatching_please: true\n')
+
+
+# --------------------------------------------------------------------------------- model
+
+
+class Head(nn.Module):
+    """A small confidence-map head: smooth maps in (0, 1), output stride 1."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.mix = nn.Conv2d(3, 4, 1)
+        self.blur = nn.Conv2d(4, 4, 7, padding=3, groups=4, bias=False)
+        with torch.no_grad():
+            self.blur.weight.fill_(1.0 / 49)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(8.0 * self.blur(self.mix(x)))
+
+
+def _save_head(kind: str, path: Path) -> None:
+    head = Head().eval()
+    if kind == "torchscript":
+        torch.jit.script(head).save(str(path))
+    elif kind == "pt2":
+        dims = {0: torch.export.Dim("b"), 2: torch.export.Dim("h"), 3: torch.export.Dim("w")}
+        program = torch.export.export(head, (torch.rand(2, 3, 40, 48),), dynamic_shapes=(dims,))
+        torch.export.save(program, str(path))
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(head, (torch.rand(1, 3, 40, 48),), str(path), input_names=["x"],
+                              output_names=["maps"], opset_version=17, dynamo=False,
+                              dynamic_axes={"x": {0: "b", 2: "h", 3: "w"}})
+
+
+@pytest.mark.parametrize(("kind", "suffix", "files", "backends"), [
+    ("torchscript", ".pt", ["model.onnx", "model.torchscript.pt"], {"TorchScript", "ONNX Runtime"}),
+    ("pt2", ".pt2", ["model.onnx", "model.pt2"], {"torch.export", "ONNX Runtime"}),
+    ("onnx", ".onnx", ["model.onnx"], {"ONNX Runtime"}),
+])
+def test_model(tmp_path, kind, suffix, files, backends):
+    model, out = tmp_path / f"head{suffix}", tmp_path / "out"
+    _save_head(kind, model)
+    args = ["model", str(model), "--out", str(out), "--layer", "local", "--threshold", "0.4"]
+    if kind == "torchscript":
+        args += ["--input-shape", "3,40,48"]
+    ok(*args)
+    assert sorted(p.name for p in out.iterdir()) == sorted([*files, "metadata.json", "report.md"])
+    meta = json.loads((out / "metadata.json").read_text())
+    check_parity(meta, backends, shapes=2)
+    assert meta["channels"] == 4 and meta["layer"]["threshold"] == 0.4
+
+    # Independently: the exported ONNX graph equals head + LocalPeaks in eager PyTorch.
+    graph = onnx.load(str(out / "model.onnx"))
+    input_name = graph.graph.input[0].name
+    assert input_name == ("x" if kind == "onnx" else "images")
+    assert [o.name for o in graph.graph.output] == ["points", "vals", "sample_inds",
+                                                     "channel_inds"]
+    assert onnx_metadata(out / "model.onnx")["layer"]["layer"] == "local"
+    x = torch.rand(2, 3, 56, 72, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        expected = LocalPeaks(threshold=0.4)(Head().eval()(x))
+    session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    got = session.run(None, {input_name: x.numpy()})
+    assert got[0].shape == tuple(expected[0].shape) and got[0].shape[0] > 0
+    np.testing.assert_allclose(got[0], expected[0].numpy(), atol=1e-4)
+    np.testing.assert_array_equal(got[3], expected[3].numpy())
+
+
+def test_model_onnx_with_topk(tmp_path):
+    model, out = tmp_path / "head.onnx", tmp_path / "out"
+    _save_head("onnx", model)
+    ok("model", str(model), "--out", str(out), "--layer", "topk", "--k", "3")
+    x = np.random.default_rng(0).random((3, 3, 24, 32), dtype=np.float32)
+    session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    points, vals, valid = session.run(None, {"x": x})
+    with torch.no_grad():
+        expected = TopKPeaks(3)(Head().eval()(torch.from_numpy(x)))
+    np.testing.assert_array_equal(valid, expected[2].numpy())
+    np.testing.assert_allclose(vals, expected[1].numpy(), atol=1e-5)
+
+
+# ----------------------------------------------------------------------------------- run
+
+
+@pytest.fixture(scope="module")
+def demo_models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("run")
+    ok("demo", "--out", str(root / "local_cm"), "--class-maps")
+    ok("demo", "--out", str(root / "topk"), "--layer", "topk", "--k", "2")
+    frame, keypoints, classes = demo_net.render_frame(88, 120, seed=11)
+    np.save(root / "frame.npy", frame)
+    write_png(root / "frame.png", (frame.transpose(1, 2, 0) * 255).round().astype(np.uint8))
+    return root, keypoints, classes
+
+
+def test_run_json_with_identities(demo_models):
+    root, keypoints, classes = demo_models
+    stdout = ok("run", str(root / "local_cm" / "model.onnx"), str(root / "frame.npy"),
+                str(root / "frame.png"), "--provider", "cpu", "--save", str(root / "peaks.json"))
+    assert "provider CPUExecutionProvider" in stdout
+    result = json.loads((root / "peaks.json").read_text())
+    assert result["provider"] == "CPUExecutionProvider" and result["layer"] == "local"
+    assert len(result["files"]) == 2
+    for entry in result["files"]:
+        assert len(entry["peaks"]) == 6
+        identities = entry["instances"][0]
+        assert [i["class"] for i in identities] == [0, 1]
+        for animal, cls in enumerate(classes):  # each identity holds its own animal's parts
+            points = np.array(identities[cls]["points"])
+            assert np.all(np.hypot(*(points - keypoints[animal]).T) < 1.5)
+
+
+def test_run_csv_and_print(demo_models):
+    root, keypoints, _ = demo_models
+    ok("run", str(root / "topk" / "model.onnx"), str(root / "frame.png"), "--save",
+       str(root / "peaks.csv"))
+    lines = (root / "peaks.csv").read_text().splitlines()
+    assert lines[0] == "file,sample,channel,slot,x,y,value"
+    assert len(lines) == 1 + 6
+    xy = np.array([[float(v) for v in line.split(",")[4:6]] for line in lines[1:]])
+    nearest = np.min(np.hypot(*(keypoints.reshape(-1, 1, 2) - xy[None]).transpose(2, 0, 1)),
+                     axis=1)
+    assert np.all(nearest < 1.5)
+    printed = ok("run", str(root / "topk" / "model.onnx"), str(root / "frame.npy"))
+    assert printed.count("thorax") == 2
+
+
+def test_run_cuda_is_used_or_refused_clearly(demo_models):
+    root, _, _ = demo_models
+    result = tool("run", str(root / "topk" / "model.onnx"), str(root / "frame.npy"),
+                  "--provider", "cuda")
+    if result.returncode == 0:  # a machine where CUDA loads
+        assert "provider CUDAExecutionProvider" in result.stdout
+    else:
+        assert result.returncode == 1
+        assert result.stderr.count("\n") == 1 and "CUDAExecutionProvider" in result.stderr
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+def _fails(capsys, *args: str, code: int = 1) -> str:
+    with pytest.raises(SystemExit) if code == 2 else _nothing():
+        assert main(list(args)) == code
+    err = capsys.readouterr().err
+    assert err.startswith("export: error: ") and err.count("\n") == 1, err
+    return err
+
+
+class _nothing:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def test_bad_model_files(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert "does not exist" in _fails(capsys, "model", str(tmp_path / "missing.onnx"),
+                                      "--out", str(out))
+    corrupt = tmp_path / "corrupt.onnx"
+    corrupt.write_bytes(b"\x08\x07not really an onnx model" * 10)
+    assert "not a valid ONNX model" in _fails(capsys, "model", str(corrupt), "--out", str(out))
+    truncated = tmp_path / "head.pt2"
+    _save_head("pt2", truncated)
+    truncated.write_bytes(truncated.read_bytes()[:2000])
+    assert "not a valid" in _fails(capsys, "model", str(truncated), "--out", str(out))
+    pickled = tmp_path / "pickled.pt"
+    torch.save(Head(), pickled)
+    assert "does not unpickle" in _fails(capsys, "model", str(pickled), "--out", str(out))
+    assert not out.exists() and leftovers(tmp_path) == []
+
+
+def test_onnx_output_not_4d(tmp_path, capsys):
+    class Flat(nn.Module):
+        def forward(self, x):
+            return x.mean(dim=1)
+
+    path = tmp_path / "flat.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(Flat(), (torch.rand(1, 3, 16, 16),), str(path), input_names=["x"],
+                          output_names=["y"], dynamo=False, opset_version=17)
+    err = _fails(capsys, "model", str(path), "--out", str(tmp_path / "out"))
+    assert "'y' is 3-D" in err and "4-D" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_threshold_outside_unit_interval(tmp_path, capsys):
+    err = _fails(capsys, "demo", "--out", str(tmp_path / "out"), "--threshold", "1.5")
+    assert "--threshold" in err and "--force" in err
+    assert main(["demo", "--out", str(tmp_path / "out"), "--threshold", "1.5", "--force"]) == 0
+    accuracy = json.loads((tmp_path / "out" / "accuracy.json").read_text())
+    assert accuracy["peaks"] == 0  # nothing above 1.5 in maps that peak near 0.9
+
+
+def test_unknown_provider(tmp_path, capsys):
+    err = _fails(capsys, "demo", "--out", str(tmp_path / "out"), "--provider", "tpu", code=2)
+    assert "'tpu'" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_unwritable_output_folder(tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    err = _fails(capsys, "demo", "--out", str(blocker / "out"))
+    assert "cannot write to output folder" in err
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep me")
+    assert "not a previous export" in _fails(capsys, "demo", "--out", str(foreign))
+    assert (foreign / "notes.txt").read_text() == "keep me"
+
+
+def test_failure_midway_leaves_nothing(tmp_path, capsys):
+    # TorchScript is written first, then the ONNX export refuses opset 12.
+    out = tmp_path / "out"
+    assert "opset 12" in _fails(capsys, "demo", "--out", str(out), "--opset", "12")
+    assert not out.exists() and leftovers(tmp_path) == []
+    # A previous complete export stays as it was.
+    ok("demo", "--out", str(out))
+    before = (out / "metadata.json").read_text()
+    _fails(capsys, "demo", "--out", str(out), "--opset", "12")
+    assert (out / "metadata.json").read_text() == before and leftovers(tmp_path) == []
