@@ -32,8 +32,9 @@ def pixel_windows(
     rows = ys[:, None, None] + row_steps[None, :, None]  # (N, R, 1)
     cols = xs[:, None, None] + col_steps[None, None, :]  # (N, 1, K)
     inside = (rows >= 0) & (rows < height) & (cols >= 0) & (cols < width)
-    flat = (map_inds[:, None, None] * height + rows.clamp(0, height - 1)) * width + cols.clamp(
-        0, width - 1
-    )
+    # Pixels outside read index 0, then get ``fill``. ``torch.where``, not ``clamp``:
+    # TensorRT's ONNX parser takes ``Clip`` on floating-point tensors only.
+    flat = (map_inds[:, None, None] * height + rows) * width + cols
+    flat = torch.where(inside, flat, torch.zeros_like(flat))
     values = cms.reshape(-1)[flat.reshape(-1)].reshape(flat.shape)
     return torch.where(inside, values, values.new_full((), fill))

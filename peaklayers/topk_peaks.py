@@ -119,7 +119,11 @@ def topk_peaks(
     valid = vals > empty
 
     positions = torch.where(valid, positions, torch.zeros_like(positions))
-    ys = positions // width
+    # The row of each position by lookup, not ``positions // width``: the dynamo exporter
+    # writes integer ``//`` as Div, Mod and sign tests with an ``Equal`` on booleans
+    # (which TensorRT refuses), and ``trunc`` division as a float32 division.
+    rows = torch.arange(height, device=cms.device)[:, None].expand(height, width)
+    ys = rows.reshape(-1)[positions]
     xs = positions - ys * width
     points = torch.stack([xs, ys], dim=-1).to(torch.float32)
     if members is not None:
