@@ -113,6 +113,7 @@ def run(out: str, layer: str = "local", k: int = 8, threshold: float = 0.2,
             info["note"] = f"{acc['found']}/{acc['keypoints']} keypoints found" + (
                 f", mean error {acc['mean_error_px']:.2f} px" if acc["found"] else "")
         write_json(stage / "accuracy.json", acc)
+        np.save(stage / "frame.npy", frames[0])  # an input to try `python -m export run` on
         identity = (f" Identity (class maps, grouped on the host with "
                     f"peaklayers.identity.group_instances): {acc['identities_correct']} of "
                     f"{acc['animals']} animals got all their parts under their own class."

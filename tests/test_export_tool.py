@@ -26,7 +26,6 @@ from export import demo_net  # noqa: E402
 from export.__main__ import main  # noqa: E402
 from export.png import PART_COLOURS, read_png, write_png  # noqa: E402
 from export.triton import model_config_class, parse_config  # noqa: E402
-
 from peaklayers import LocalPeaks, TopKPeaks  # noqa: E402
 
 
@@ -81,8 +80,8 @@ def test_demo_every_layer(tmp_path, layer):
                            "--triton", str(repo))
     assert "ONNX ✓" in stdout and "TorchScript ✓" in stdout and "Verify ✓" in stdout
     assert sorted(p.name for p in out.iterdir()) == [
-        "accuracy.json", "demo.png", "metadata.json", "model.onnx", "model.torchscript.pt",
-        "report.md"]
+        "accuracy.json", "demo.png", "frame.npy", "metadata.json", "model.onnx",
+        "model.torchscript.pt", "report.md"]
     assert leftovers(tmp_path) == []
     config = parse_config((repo / "peaklayers" / "config.pbtxt").read_text())
     if layer == "local":  # no batch axis on variable-length outputs: no Triton batching
