@@ -18,7 +18,7 @@ operators of every layer's graph.
 
 import os
 import pathlib
-from typing import Optional, Union
+from typing import TYPE_CHECKING, Optional, Union
 
 import torch
 from torch import nn
@@ -27,6 +27,9 @@ from ._layer import PeakLayer
 from .global_peaks import GlobalPeaks
 from .local_peaks import LocalPeaks
 from .topk_peaks import TopKPeaks
+
+if TYPE_CHECKING:
+    import onnx
 
 __all__ = [
     "DYNAMO_OPSETS",
@@ -264,6 +267,29 @@ def _first_axis(layer: Optional[PeakLayer]) -> str:
     return "batch"
 
 
+def _declare_output_shapes(
+    proto: "onnx.ModelProto", layer: Optional[PeakLayer], outputs: tuple, names: tuple[str, ...]
+) -> None:
+    """Write each output's shape: its first axis (and a head's map size) symbolic, the
+    rest (channels, K, 2) fixed. The TorchScript-based exporter leaves channels and K
+    symbolic because it reads them from the input's shape at run time.
+    """
+    by_name = {value.name: value for value in proto.graph.output}
+    for name, out in zip(names, outputs, strict=True):
+        dims: list[object] = list(out.shape)
+        dims[0] = _first_axis(layer)
+        if layer is None:
+            dims[2], dims[3] = "map_height", "map_width"
+        shape = by_name[name].type.tensor_type.shape
+        shape.ClearField("dim")
+        for size in dims:
+            dim = shape.dim.add()
+            if isinstance(size, str):
+                dim.dim_param = size
+            else:
+                dim.dim_value = int(size)
+
+
 def export_onnx(
     model: nn.Module,
     example: torch.Tensor,
@@ -324,7 +350,7 @@ def export_onnx(
     training = [(m, m.training) for m in model.modules()]
     model.eval()
     try:
-        layer, defaults, _ = _signature(model, example)
+        layer, defaults, outputs = _signature(model, example)
         if layer is None and input_name == "confmaps" and output_names is None:
             input_name = "image"
         input_name, names = _check_names(output_names, defaults, input_name)
@@ -364,6 +390,7 @@ def export_onnx(
             module.train(mode)
 
     proto = onnx.load(str(path))
+    _declare_output_shapes(proto, layer, outputs, names)
     props = {"peaklayers.version": __version__}
     if layer is not None:
         props["peaklayers.layer"] = f"{type(layer).__name__}({layer.extra_repr()})"
