@@ -62,7 +62,10 @@ def _export_options(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m export", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="python -m export",
+                     description="Append peak layers to a confidence-map model; export to "
+                                 "TorchScript/.pt2/ONNX, verify, serve. Run from the "
+                                 "repository root.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     demo = sub.add_parser("demo", help="export, verify and draw the embedded demo model")

@@ -83,7 +83,11 @@ def run(path: str, out: str, input_name: str | None = None, input_shape: str | N
     outs, returns_tuple = head_outputs(head, example)
     graph = compose(head, settings, head_returns_tuple=returns_tuple, n_outputs=len(outs))
     other = _other_shape(shape, (True, False, True, True))
-    head_outputs(head, torch.from_numpy(smooth_inputs([other])[0]))  # sizes must be dynamic
+    try:  # the exported graph has dynamic batch/height/width: the head must accept them
+        head_outputs(head, torch.from_numpy(smooth_inputs([other])[0]))
+    except ToolError:
+        raise ToolError(f"the model accepts {shape} but not {other}: export it with dynamic "
+                        "batch, height and width (torch.export: dynamic_shapes)") from None
     inputs = smooth_inputs([shape, other])
     opset = effective_opset(opset, dynamo)
     name = input_name or "images"

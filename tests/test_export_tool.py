@@ -330,6 +330,9 @@ def test_bad_model_files(tmp_path, capsys):
     _save_head("pt2", truncated)
     truncated.write_bytes(truncated.read_bytes()[:2000])
     assert "not a valid" in _fails(capsys, "model", str(truncated), "--out", str(out))
+    static = tmp_path / "static.pt2"
+    torch.export.save(torch.export.export(Head().eval(), (torch.rand(1, 3, 16, 16),)), static)
+    assert "dynamic" in _fails(capsys, "model", str(static), "--out", str(out))
     pickled = tmp_path / "pickled.pt"
     torch.save(Head(), pickled)
     assert "does not unpickle" in _fails(capsys, "model", str(pickled), "--out", str(out))
