@@ -3,7 +3,7 @@
 One function per format writes the file; the matching loader returns a callable used to
 verify it (``frames (ndarray) -> list[ndarray]``, outputs in order). Every written file
 carries the metadata: TorchScript and ``.pt2`` as an extra file ``metadata.json`` in the
-archive, ONNX in ``metadata_props`` under the key ``peaklayers``.
+archive, ONNX in ``metadata_props`` under the key ``peaklayers.metadata`` (JSON).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from peaklayers.exporting import DYNAMO_OPSETS
 
 from ._library_gaps import export_onnx_beyond_library
 from .common import ToolError
+from .sessions import open_peak_session
 
 METADATA_KEY = "peaklayers.metadata"
 DEFAULT_OPSET = 17  # the library's default for the TorchScript-based exporter
@@ -108,7 +109,7 @@ def save_onnx(job: Job, path: Path) -> Path:
     return path
 
 
-def _torch_backend(module: Callable) -> Callable[[np.ndarray], list[np.ndarray]]:
+def torch_backend(module: Callable) -> Callable[[np.ndarray], list[np.ndarray]]:
     def run(frames: np.ndarray) -> list[np.ndarray]:
         with torch.no_grad():
             out = module(torch.from_numpy(frames))
@@ -118,16 +119,14 @@ def _torch_backend(module: Callable) -> Callable[[np.ndarray], list[np.ndarray]]
 
 
 def load_torchscript(path: Path, provider: str = "cpu"):
-    return _torch_backend(_quiet(torch.jit.load, str(path))), "CPU (torch)"
+    return torch_backend(_quiet(torch.jit.load, str(path))), "CPU (torch)"
 
 
 def load_program(path: Path, provider: str = "cpu"):
-    return _torch_backend(torch.export.load(str(path)).module()), "CPU (torch)"
+    return torch_backend(torch.export.load(str(path)).module()), "CPU (torch)"
 
 
 def load_onnx(path: Path, provider: str = "cpu"):
-    from .sessions import open_peak_session
-
     session = open_peak_session(path, provider)
 
     def run(frames: np.ndarray) -> list[np.ndarray]:

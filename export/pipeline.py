@@ -15,7 +15,7 @@ import torch
 
 from . import triton
 from .common import staged_folder, step, write_json
-from .formats import FORMATS, Job
+from .formats import FORMATS, Job, torch_backend
 from .report import markdown
 from .verify import Backend, verify
 
@@ -29,12 +29,8 @@ class TritonOptions:
 
 
 def eager_backend(graph: torch.nn.Module) -> Backend:
-    def run(frames: np.ndarray) -> list[np.ndarray]:
-        with torch.no_grad():
-            out = graph(torch.from_numpy(frames))
-        return [t.numpy() for t in (out if isinstance(out, (tuple, list)) else (out,))]
-
-    return run
+    """The composed module in eager PyTorch: the reference every export is compared with."""
+    return torch_backend(graph)
 
 
 def export_verify_write(job: Job, out: Path, inputs: list[np.ndarray], provider: str,
