@@ -6,17 +6,25 @@ meaningful on a noisy machine. Run from the repository root::
 
     python benchmarks/bench_peaks.py            # all shapes
     python benchmarks/bench_peaks.py --quick    # the (8, 17, 192, 192) shape only
+
+The ONNX Runtime columns run each layer exported with :func:`peaklayers.export_onnx`
+(TorchScript-based exporter, opset 17, and the dynamo exporter at its newest opset)
+ONCE at a smaller size, on the CPU execution provider, with the same maps as eager.
 """
 
 import argparse
+import atexit
+import shutil
+import tempfile
 import warnings
 from functools import partial
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch.utils import benchmark
 
-from peaklayers import GlobalPeaks, LocalPeaks, TopKPeaks, functional
+from peaklayers import GlobalPeaks, LocalPeaks, TopKPeaks, export_onnx, functional
 
 SHAPES = [(1, 17, 96, 96), (8, 17, 192, 192), (32, 17, 128, 128), (4, 1, 1024, 1024)]
 
@@ -59,8 +67,30 @@ def torchscript(layer, cms):
     return torch.jit.script(layer)
 
 
+_EXPORTS = Path(tempfile.mkdtemp(prefix="bench-peaks-"))
+atexit.register(shutil.rmtree, _EXPORTS, True)
+
+
+def onnxruntime_cpu(layer, cms, dynamo=False):
+    """Export at a smaller size than ``cms`` (the graph is size-agnostic), run on CPU."""
+    import onnxruntime as ort
+
+    path = _EXPORTS / f"{type(layer).__name__}-{dynamo}.onnx"
+    export_onnx(layer, cms[:2, :, :64, :48].contiguous(), path, dynamo=dynamo)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return lambda maps: session.run(None, {name: maps.numpy()})
+
+
 # Each backend turns a layer (and an example input) into a callable on maps.
-BACKENDS = {"eager": eager, "TorchScript": torchscript}
+BACKENDS = {
+    "eager": eager,
+    "TorchScript": torchscript,
+    "ORT CPU": onnxruntime_cpu,
+    "ORT CPU (dynamo)": partial(onnxruntime_cpu, dynamo=True),
+}
+# Backends also reported as a ratio to eager, measured in the same run.
+AGAINST_EAGER = ["ORT CPU", "ORT CPU (dynamo)"]
 
 
 def median_ms(fn, cms, min_run_time):
@@ -72,26 +102,29 @@ def run(shapes, min_run_time):
     headers = ["shape", "operation"]
     for name in BACKENDS:
         headers += [f"{name} ms", f"{name} / clone"]
+    headers += [f"{name} / eager" for name in AGAINST_EAGER]
     rows = []
     for shape in shapes:
         cms = confidence_maps(shape)
         with torch.inference_mode():
             floor = median_ms(lambda x: x.clone(), cms, min_run_time)
-            floor_cells = [f"{floor:.3f}", "1.0"] * len(BACKENDS)
+            floor_cells = [f"{floor:.3f}", "1.0"] * len(BACKENDS) + [""] * len(AGAINST_EAGER)
             rows.append([str(shape), "cms.clone() (floor)", *floor_cells])
             for label, make in LAYERS.items():
                 row = [str(shape), label]
-                for build in BACKENDS.values():
+                times = {}
+                for name, build in BACKENDS.items():
                     with warnings.catch_warnings():
                         warnings.simplefilter("ignore")
                         fn = build(make(), cms)
-                    ms = median_ms(fn, cms, min_run_time)
+                    ms = times[name] = median_ms(fn, cms, min_run_time)
                     row += [f"{ms:.3f}", f"{ms / floor:.1f}"]
+                row += [f"{times[name] / times['eager']:.2f}" for name in AGAINST_EAGER]
                 rows.append(row)
             for label, fn in FUNCTIONS.items():
                 ms = median_ms(fn, cms, min_run_time)
                 rows.append([str(shape), label, f"{ms:.3f}", f"{ms / floor:.1f}"]
-                            + [""] * (2 * len(BACKENDS) - 2))
+                            + [""] * (2 * len(BACKENDS) - 2 + len(AGAINST_EAGER)))
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)

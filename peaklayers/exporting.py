@@ -18,6 +18,7 @@ operators of every layer's graph.
 
 import os
 import pathlib
+import warnings
 from typing import TYPE_CHECKING, Optional, Union
 
 import torch
@@ -375,16 +376,23 @@ def export_onnx(
                 axes[name] = {0: first}
             if layer is None:
                 axes[names[0]] = {0: "batch", 2: "map_height", 3: "map_width"}
-            torch.onnx.export(
-                model,
-                (example,),
-                str(path),
-                dynamo=False,
-                opset_version=opset,
-                input_names=[input_name],
-                output_names=list(names),
-                dynamic_axes=axes,
-            )
+            with warnings.catch_warnings():
+                # The layers' argument checks read static facts (rank, dtype, non-empty
+                # maps); the tracer warns about each such Python bool. Warnings from the
+                # user's own modules still show.
+                warnings.filterwarnings(
+                    "ignore", category=torch.jit.TracerWarning, module=r"peaklayers\."
+                )
+                torch.onnx.export(
+                    model,
+                    (example,),
+                    str(path),
+                    dynamo=False,
+                    opset_version=opset,
+                    input_names=[input_name],
+                    output_names=list(names),
+                    dynamic_axes=axes,
+                )
     finally:
         for module, mode in training:
             module.train(mode)
