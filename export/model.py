@@ -217,7 +217,9 @@ def _from_onnx(model_path: Path, output_name: str | None, class_maps_output: str
             onnx.save(merged, str(info["file"]))
         return {"onnx": info["file"]}
 
+    notes = [f"The model's input shape is fixed at {shape}: verified at that shape only."
+             ] if len(inputs) == 1 else None
     job = Job(None, None, name, settings.output_names(), meta)
     return export_verify_write(job, out, inputs, provider, "peaklayers model export",
                                formats=(), written=written, reference=reference,
-                               triton_options=triton_options)
+                               triton_options=triton_options, notes=notes)

@@ -9,7 +9,8 @@ Batching: with ``max_batch_size > 0`` Triton requires every input and output to 
 with the batch axis, which it leaves out of ``dims``. Global and top-K graphs have it; the
 variable-length local-peak graph does not (its outputs are ``(n_peaks, ...)`` over the
 whole batch), so it is written with ``max_batch_size: 0`` and full shapes, without dynamic
-batching: serve ``--layer topk`` when requests should be batched.
+batching: serve ``--layer topk`` when requests should be batched. The same holds for a
+model whose own batch size is fixed.
 """
 
 from __future__ import annotations
@@ -32,12 +33,7 @@ ONNX_DTYPES = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.FLOAT16: "flo
 
 def _dims(shape: list, batched: bool) -> list[int]:
     dims = [d if isinstance(d, int) else -1 for d in shape]
-    if batched:
-        if shape[0] != "batch" and shape[0] != -1:
-            raise ToolError("Triton batching needs a dynamic batch axis first; export without a "
-                            "fixed batch size")
-        dims = dims[1:]
-    return dims
+    return dims[1:] if batched else dims
 
 
 def _tensor(name: str, dtype: str, dims: list[int]) -> str:
@@ -47,7 +43,10 @@ def _tensor(name: str, dtype: str, dims: list[int]) -> str:
 
 def config_text(name: str, meta: dict, max_batch_size: int, instances: int, kind: str) -> str:
     """``config.pbtxt`` text for the graph described by ``meta`` (see report.metadata)."""
-    batched = meta["layer"]["layer"] != "local" and max_batch_size > 0
+    # A model with a fixed batch size (e.g. an ONNX head exported for batch 1) cannot be
+    # batched by Triton either.
+    batched = (meta["layer"]["layer"] != "local" and max_batch_size > 0
+               and meta["inputs"][0]["shape"][0] == "batch")
     inputs = [_tensor(t["name"], t["dtype"], _dims(t["shape"], batched)) for t in meta["inputs"]]
     outputs = [_tensor(t["name"], t["dtype"], _dims(t["shape"], batched))
                for t in meta["outputs"]]
