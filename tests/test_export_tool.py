@@ -243,6 +243,21 @@ def test_model_onnx_with_topk(tmp_path):
     np.testing.assert_allclose(vals, expected[1].numpy(), atol=1e-5)
 
 
+def test_model_with_fixed_sizes_is_served_without_batching(tmp_path):
+    model, out, repo = tmp_path / "fixed.onnx", tmp_path / "out", tmp_path / "triton"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(Head().eval(), (torch.rand(1, 3, 24, 32),), str(model),
+                          input_names=["x"], output_names=["maps"], opset_version=17,
+                          dynamo=False)
+    ok("model", str(model), "--out", str(out), "--layer", "topk", "--triton", str(repo))
+    meta = json.loads((out / "metadata.json").read_text())
+    check_parity(meta, {"ONNX Runtime"}, shapes=1)
+    assert "fixed at (1, 3, 24, 32)" in (out / "report.md").read_text()
+    config = parse_config((repo / "peaklayers" / "config.pbtxt").read_text())
+    assert config.max_batch_size == 0 and list(config.input[0].dims) == [1, 3, 24, 32]
+
+
 # ----------------------------------------------------------------------------------- run
 
 
