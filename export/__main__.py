@@ -76,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
                                          "confidence-map model, export and verify")
     model.add_argument("path", help="a TorchScript archive, a torch.export .pt2 or an .onnx file")
     model.add_argument("--input-name", default=None,
-                       help="input name in the exported graph (the model's own, else 'images')")
+                       help="TorchScript/.pt2: input name of the exported graph (images); an "
+                            "ONNX model keeps its own")
     model.add_argument("--input-shape", default=None, metavar="S,C,H,W",
                        help="example input shape; needed for TorchScript, otherwise read from "
                             "the model where it is fixed")

@@ -63,6 +63,9 @@ def run(path: str, out: str, input_name: str | None = None, input_shape: str | N
     common = dict(settings=settings, out=Path(out), provider=provider,
                   triton_options=triton_options, source=f"{model_path.name} ({kind})")
     if kind == "onnx":
+        if input_name is not None:
+            raise ToolError("--input-name is for TorchScript and .pt2 models; an ONNX model "
+                            "keeps its own input name")
         return _from_onnx(model_path, output_name, class_maps_output, input_shape, opset,
                           **common)
     if output_name or class_maps_output:
