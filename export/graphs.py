@@ -8,8 +8,6 @@ with ``--class-maps``, its class maps second.
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 from torch import nn
 
@@ -86,6 +84,5 @@ def compose(head: nn.Module, settings: LayerSettings, head_returns_tuple: bool,
         return (FirstOfHeadThenPeaks if head_returns_tuple else HeadThenPeaks)(head, layer)
     if not head_returns_tuple or n_outputs < 2:
         raise ToolError("--class-maps needs a model that returns (confidence maps, class maps)")
-    lookup: Optional[nn.Module] = settings.lookup()
     cls = HeadThenLocalPeaksAndClasses if settings.layer == "local" else HeadThenTopKPeaksAndClasses
-    return cls(head, layer, lookup).eval()
+    return cls(head, layer, settings.lookup()).eval()
