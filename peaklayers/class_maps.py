@@ -89,7 +89,8 @@ def _pixel_index(
     points = points.to(torch.float32)
     if stride != 1.0:
         points = points / stride
-    missing = torch.isnan(points).any(dim=-1)
+    # Not ``isnan(points).any(-1)``: ONNX Runtime mis-shapes that reduction with 0 peaks.
+    missing = torch.isnan(points[..., 0]) | torch.isnan(points[..., 1])
     # NaN must not reach the integer cast (its result is undefined, in ONNX too).
     points = torch.where(missing.unsqueeze(-1), torch.zeros_like(points), points)
     rounded = torch.round(points)  # half to even, as ONNX Round
