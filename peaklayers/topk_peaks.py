@@ -54,6 +54,15 @@ def _ordered_topk_positions(scores: torch.Tensor, k: int) -> torch.Tensor:
     return by_position.gather(2, position_rank.gather(2, order))
 
 
+def _by_map(t: torch.Tensor) -> torch.Tensor:
+    """``t (Tensor[S, C, H, W])`` as ``Tensor[S, C, H * W]``.
+
+    The -1 is the batch on purpose: the TorchScript-based ONNX exporter turns a
+    computed ``H * W`` into -1, which ONNX Runtime cannot resolve for an empty batch.
+    """
+    return t.reshape(-1, t.shape[1], t.shape[2] * t.shape[3])
+
+
 def topk_peaks(
     cms: torch.Tensor,
     k: int,
@@ -111,7 +120,7 @@ def topk_peaks(
     scores = torch.where(found, cms, empty)
     # k empty slots at the end keep k a constant even when it exceeds H * W.
     scores = torch.cat(
-        [scores.reshape(samples, channels, height * width), empty.expand(samples, channels, k)],
+        [_by_map(scores), empty.expand(samples, channels, k)],
         dim=2,
     )
     positions = _ordered_topk_positions(scores, k)
@@ -127,7 +136,7 @@ def topk_peaks(
     xs = positions - ys * width
     points = torch.stack([xs, ys], dim=-1).to(torch.float32)
     if members is not None:
-        flags = [m.reshape(samples, channels, height * width).gather(2, positions) for m in members]
+        flags = [_by_map(m).gather(2, positions) for m in members]
         dx, dy = merged_offsets(flags[0], flags[1], flags[2], flags[3])
         points = points + torch.stack([dx, dy], dim=-1)
         centres = torch.floor(points).to(torch.int64)  # crops stay on the pixel grid

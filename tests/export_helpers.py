@@ -145,9 +145,10 @@ def map_cases(dtype=torch.float32):
         ("constant-0", torch.zeros(2, c, 6, 7, dtype=dtype)),
         ("constant-0.5", torch.full((2, c, 6, 7), 0.5, dtype=dtype)),
         ("ties", _ties(dtype)),
+        ("empty-batch", torch.zeros(0, c, 8, 9, dtype=dtype)),
     ]
     for name, cms in out:
-        assert cms.shape[1] == c and cms.shape[0] * cms.shape[2] * cms.shape[3] > 0, name
+        assert cms.shape[1] == c and cms.shape[2] * cms.shape[3] > 0, name
         assert cms.shape[2:] != EXPORT_SHAPE[2:], name
     return out
 
