@@ -55,12 +55,12 @@ def _ordered_topk_positions(scores: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def _by_map(t: torch.Tensor) -> torch.Tensor:
-    """``t (Tensor[S, C, H, W])`` as ``Tensor[S, C, H * W]``.
-
-    The -1 is the batch on purpose: the TorchScript-based ONNX exporter turns a
-    computed ``H * W`` into -1, which ONNX Runtime cannot resolve for an empty batch.
-    """
-    return t.reshape(-1, t.shape[1], t.shape[2] * t.shape[3])
+    """``t (Tensor[S, C, H, W])`` as ``Tensor[S, C, H * W]``."""
+    if torch.jit.is_tracing():
+        # The TorchScript-based ONNX exporter writes the computed H * W as -1, which
+        # ONNX Runtime cannot resolve for an empty batch; a -1 batch it can.
+        return t.reshape(-1, t.shape[1], t.shape[2] * t.shape[3])
+    return t.flatten(2)
 
 
 def topk_peaks(
