@@ -12,19 +12,28 @@ same output as eager PyTorch at sizes other than the example's. Channels stay fi
     export_onnx(TopKPeaks(8), torch.rand(2, 17, 64, 48), "topk.onnx")
     # inputs: confmaps (batch, 17, height, width); outputs: points, vals, valid
 
+A model may take several inputs (``example`` a tuple, one tensor each) and return extra
+outputs after its peak layer's, such as the class probabilities of a
+:class:`~peaklayers.ClassMapLookup`; the head may be a loaded ``torch.export`` program or
+TorchScript module (see :func:`export_onnx`).
+
 The graph contents are audited by ``tests/test_graph_audit.py``; the README lists the
 operators of every layer's graph.
 """
 
+import contextlib
 import os
 import pathlib
 import warnings
-from typing import TYPE_CHECKING, Optional, Union
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Optional, TypeVar, Union
 
 import torch
 from torch import nn
 
 from ._layer import PeakLayer
+from .class_maps import ClassMapLookup
 from .global_peaks import GlobalPeaks
 from .local_peaks import LocalPeaks
 from .topk_peaks import TopKPeaks
@@ -72,6 +81,10 @@ _OUTPUT_NAMES = {
 }
 # The size each output's first axis follows: the batch, or the number of peaks.
 _FIRST_AXIS = {GlobalPeaks: "batch", LocalPeaks: "peaks", TopKPeaks: "batch"}
+# The default name of an extra output made by a ClassMapLookup, and of the second input.
+_CLASS_PROBS = "class_probs"
+_EXTRA_INPUT_NAMES = ("class_maps",)
+_T = TypeVar("_T")
 
 
 def output_names_for(layer: nn.Module) -> tuple[str, ...]:
@@ -88,58 +101,210 @@ def output_names_for(layer: nn.Module) -> tuple[str, ...]:
     )
 
 
-def _check_example(example: object) -> torch.Tensor:
+def _check_example(example: object, what: str = "example") -> torch.Tensor:
     if not isinstance(example, torch.Tensor):
-        raise TypeError("example must be a torch.Tensor, got " + type(example).__name__)
+        raise TypeError(
+            what + " must be a torch.Tensor or a tuple of tensors (one per input), got "
+            + type(example).__name__
+        )
     if not example.is_floating_point():
         raise TypeError(
-            "example must have a floating-point dtype (the model's input maps or images), got "
+            what + " must have a floating-point dtype (the model's input maps or images), got "
             + str(example.dtype)
         )
     if example.dim() != 4:
         raise ValueError(
-            "example must be a 4-D tensor (batch, channels, height, width), got "
+            what + " must be a 4-D tensor (batch, channels, height, width), got "
             + str(example.dim()) + "-D"
         )
     if 0 in example.shape:
-        raise ValueError("example must not be empty, got shape " + str(tuple(example.shape)))
+        raise ValueError(what + " must not be empty, got shape " + str(tuple(example.shape)))
     return example
 
 
+def _check_examples(example: object) -> tuple[torch.Tensor, ...]:
+    """One tensor per model input; they share the batch axis."""
+    if not isinstance(example, (tuple, list)):
+        return (_check_example(example),)
+    if not example:
+        raise ValueError("example must hold at least one tensor, got an empty " +
+                         type(example).__name__)
+    examples = tuple(_check_example(t, f"example[{i}]") for i, t in enumerate(example))
+    batches = [int(t.shape[0]) for t in examples]
+    if len(set(batches)) > 1:
+        raise ValueError(
+            "example tensors must have the same batch size (all inputs share the batch "
+            "axis), got " + str(batches)
+        )
+    return examples
+
+
 def _check_model(model: object) -> nn.Module:
+    if isinstance(model, torch.export.ExportedProgram):
+        return model.module()
     if not isinstance(model, nn.Module):
-        raise TypeError("model must be a torch.nn.Module, got " + type(model).__name__)
+        raise TypeError(
+            "model must be a torch.nn.Module or a torch.export.ExportedProgram, got "
+            + type(model).__name__
+        )
     return model
 
 
-def _last_peak_layer(model: nn.Module, example: torch.Tensor) -> tuple[Optional[PeakLayer], tuple]:
-    """Run ``model`` once; return the peak layer whose outputs ARE its outputs, if any.
+# -- train/eval mode --------------------------------------------------------------------
+#
+# The module of a torch.export program (``ExportedProgram.module()``, e.g. a loaded .pt2
+# head) refuses train() and eval(): its mode was fixed when it was exported, in its graph.
+# Such modules are left alone; the modules around them are switched by setting their
+# ``training`` flag (their own ``train`` would recurse into the program); every other
+# part of the model goes through its own ``train``, as ``model.eval()`` would.
 
-    Returns ``(layer or None, outputs as a tuple)``.
+
+def _fixed_mode(module: nn.Module) -> bool:
+    return isinstance(module, torch.fx.GraphModule) and "train" in vars(module)
+
+
+def _holding_fixed(model: nn.Module) -> set[int]:
+    """ids of the modules that are, or contain, a module with a fixed mode."""
+    found: set[int] = set()
+
+    def visit(module: nn.Module) -> bool:
+        hit = _fixed_mode(module)
+        for child in module.children():
+            hit = visit(child) or hit
+        if hit:
+            found.add(id(module))
+        return hit
+
+    visit(model)
+    return found
+
+
+def _set_modes(module: nn.Module, modes: Optional[dict], holding: set[int]) -> None:
+    """Eval mode (``modes`` None), or each module's mode from ``modes``."""
+    if _fixed_mode(module):
+        return
+    if id(module) not in holding:
+        if modes is None:
+            module.train(False)
+        else:
+            for sub in module.modules():
+                sub.train(modes[sub])
+        return
+    module.training = False if modes is None else modes[module]
+    for child in module.children():
+        _set_modes(child, modes, holding)
+
+
+@contextlib.contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[bool]:
+    """Eval mode for the export, each module's mode restored afterwards.
+
+    Yields whether the model holds a module whose mode is fixed (a torch.export program).
     """
-    calls: list[tuple[PeakLayer, object]] = []
+    modes = {m: m.training for m in model.modules()}
+    holding = _holding_fixed(model)
+    _set_modes(model, None, holding)
+    try:
+        yield bool(holding)
+    finally:
+        _set_modes(model, modes, holding)
 
-    def record(module: nn.Module, args: object, output: object) -> None:
-        calls.append((module, output))
 
-    hooks = [
-        m.register_forward_hook(record) for m in model.modules() if isinstance(m, PeakLayer)
-    ]
+# -- TorchScript submodules ---------------------------------------------------------------
+
+
+def _scripted_part(model: nn.Module) -> Optional[str]:
+    """Name of the outermost TorchScript submodule of ``model`` (not ``model`` itself)."""
+    if isinstance(model, torch.jit.ScriptModule):
+        return None
+    for name, module in model.named_modules():
+        if isinstance(module, torch.jit.ScriptModule):
+            return name
+    return None
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def _scripted_for_tracer(model: nn.Module, dynamo: bool) -> nn.Module:
+    """``model``, or ``torch.jit.script(model)`` when a TorchScript module is inside it.
+
+    The TorchScript-based exporter traces Python modules and refuses to trace into a
+    ScriptModule held by one ("not part of the active trace"); it does export a
+    ScriptModule as a whole, so the whole model is scripted (the peak layers are
+    scriptable). ``torch.export`` cannot read TorchScript at all.
+    """
+    name = _scripted_part(model)
+    if name is None:
+        return model
+    if dynamo:
+        raise ValueError(
+            f"model holds a TorchScript module ({name!r}), which torch.export "
+            "(dynamo=True) cannot trace: use dynamo=False, or give the head as a "
+            "torch.export program"
+        )
+    try:
+        with warnings.catch_warnings():
+            # torch.jit.script is deprecated; the model's TorchScript leaves no choice.
+            warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.")
+            return torch.jit.script(model)
+    except Exception as error:
+        raise ValueError(
+            f"model holds a TorchScript module ({name!r}): the TorchScript-based exporter "
+            "cannot trace into it, so export_onnx scripts the whole model, and "
+            f"torch.jit.script failed: {_first_line(error)}. Make the modules around it "
+            "scriptable (nn.Sequential(head, layer) is)"
+        ) from None
+
+
+# -- what the model returns ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Signature:
+    """The final peak layer (None for a plain head), and per model output: the output,
+    its default name (None: no default) and the size its first axis follows (None:
+    unknown producer)."""
+
+    layer: Optional[PeakLayer]
+    outputs: tuple
+    defaults: tuple[Optional[str], ...]
+    first_axes: tuple[Optional[str], ...]
+
+
+def _run_recorded(
+    model: nn.Module, examples: tuple[torch.Tensor, ...]
+) -> tuple[tuple, list, list]:
+    """Run ``model`` once: its outputs as a tuple, the peak-layer calls ``(layer,
+    output)`` and the class-map lookups ``(output, first axis)``, in call order."""
+    peak_calls: list[tuple[PeakLayer, object]] = []
+    lookups: list[tuple[object, str]] = []
+
+    def on_peaks(module: nn.Module, args: object, output: object) -> None:
+        peak_calls.append((module, output))
+
+    def on_lookup(module: nn.Module, args: tuple, kwargs: dict, output: object) -> None:
+        points = args[1] if len(args) > 1 else kwargs.get("points")
+        if isinstance(points, torch.Tensor):
+            # Variable-length points (N, 2) give one row per peak; top-K slots keep the batch.
+            lookups.append((output, "peaks" if points.dim() == 2 else "batch"))
+
+    hooks = []
+    for m in model.modules():
+        if isinstance(m, PeakLayer):
+            hooks.append(m.register_forward_hook(on_peaks))
+        elif isinstance(m, ClassMapLookup):
+            hooks.append(m.register_forward_hook(on_lookup, with_kwargs=True))
     try:
         with torch.no_grad():
-            output = model(example)
+            output = model(*examples)
     finally:
         for hook in hooks:
             hook.remove()
     outputs = tuple(output) if isinstance(output, (tuple, list)) else (output,)
-    if calls:
-        layer, layer_output = calls[-1]
-        layer_outputs = tuple(layer_output) if isinstance(layer_output, tuple) else ()
-        if len(layer_outputs) == len(outputs) and all(
-            a is b for a, b in zip(layer_outputs, outputs, strict=True)
-        ):
-            return layer, outputs
-    return None, outputs
+    return outputs, peak_calls, lookups
 
 
 def _describe(outputs: tuple) -> str:
@@ -152,24 +317,37 @@ def _describe(outputs: tuple) -> str:
     return "(" + ", ".join(parts) + ")"
 
 
-def _signature(
-    model: nn.Module, example: torch.Tensor
-) -> tuple[Optional[PeakLayer], tuple[str, ...], tuple]:
-    """The final peak layer (or None for a plain head), default output names, outputs."""
-    layer, outputs = _last_peak_layer(model, example)
-    if layer is not None:
-        return layer, output_names_for(layer), outputs
+def _signature(model: nn.Module, examples: tuple[torch.Tensor, ...]) -> _Signature:
+    outputs, peak_calls, lookups = _run_recorded(model, examples)
+    if peak_calls:
+        layer, layer_output = peak_calls[-1]
+        own = tuple(layer_output) if isinstance(layer_output, tuple) else ()
+        if own and len(outputs) >= len(own) and all(
+            a is b for a, b in zip(own, outputs, strict=False)
+        ):
+            defaults: list[Optional[str]] = list(output_names_for(layer))
+            axes: list[Optional[str]] = [_first_axis(layer)] * len(own)
+            for index, out in enumerate(outputs[len(own):], start=len(own)):
+                if not isinstance(out, torch.Tensor):
+                    raise ValueError(
+                        f"model output {index} must be a tensor; the outputs are "
+                        + _describe(outputs)
+                    )
+                axis = next((a for found, a in lookups if found is out), None)
+                defaults.append(_CLASS_PROBS if axis is not None else None)
+                axes.append(axis)
+            return _Signature(layer, outputs, tuple(defaults), tuple(axes))
     if (
         len(outputs) == 1
         and isinstance(outputs[0], torch.Tensor)
         and outputs[0].dim() == 4
         and outputs[0].is_floating_point()
     ):
-        return None, ("confmaps",), outputs
+        return _Signature(None, outputs, ("confmaps",), ("batch",))
     raise ValueError(
-        "model must end with a peak layer (GlobalPeaks, LocalPeaks, TopKPeaks) or return "
-        "one 4-D floating-point map (batch, channels, height, width); its output is "
-        + _describe(outputs)
+        "model must end with a peak layer (GlobalPeaks, LocalPeaks, TopKPeaks), returning "
+        "its outputs first (then any extra outputs), or return one 4-D floating-point map "
+        "(batch, channels, height, width); its output is " + _describe(outputs)
     )
 
 
@@ -189,26 +367,61 @@ def _check_opset(opset: object, dynamo: bool) -> int:
     return opset
 
 
+def _input_names(input_name: object, count: int) -> tuple[str, ...]:
+    if isinstance(input_name, str) and input_name:
+        names = (input_name, *_EXTRA_INPUT_NAMES)[:count]
+        if len(names) < count:
+            raise ValueError(
+                f"input_name must be a sequence of {count} names for a model with {count} "
+                f"inputs (only a second input has a default name, {_EXTRA_INPUT_NAMES[0]!r})"
+            )
+        return names
+    if (
+        isinstance(input_name, (tuple, list))
+        and input_name
+        and all(isinstance(n, str) and n for n in input_name)
+    ):
+        if len(input_name) != count:
+            raise ValueError(
+                f"input_name must name {count} input(s), one per example tensor, got "
+                f"{len(input_name)}: {tuple(input_name)}"
+            )
+        return tuple(input_name)
+    raise TypeError(
+        "input_name must be a non-empty str or a sequence of non-empty str, got "
+        + repr(input_name)
+    )
+
+
 def _check_names(
-    names: object, defaults: tuple[str, ...], input_name: object
-) -> tuple[str, tuple[str, ...]]:
-    if not isinstance(input_name, str) or not input_name:
-        raise TypeError("input_name must be a non-empty str, got " + repr(input_name))
+    names: object, signature: _Signature, input_name: object, n_inputs: int
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    inputs = _input_names(input_name, n_inputs)
+    defaults = signature.defaults
+    shown = tuple(d or "?" for d in defaults)
     if names is None:
+        unnamed = [i for i, d in enumerate(defaults) if d is None]
+        if unnamed:
+            index = unnamed[0]
+            raise ValueError(
+                f"model output {index} ({_describe(signature.outputs[index:index + 1])[1:-1]}) "
+                "comes from neither the peak layer nor a ClassMapLookup, so it has no "
+                f"default name: pass output_names with all {len(defaults)} names {shown}"
+            )
         names = defaults
     if isinstance(names, str) or not all(isinstance(n, str) and n for n in names):
         raise TypeError("output_names must be a sequence of non-empty str, got " + repr(names))
     names = tuple(names)
     if len(names) != len(defaults):
         raise ValueError(
-            f"output_names must name {len(defaults)} outputs {defaults}, got {len(names)}"
+            f"output_names must name {len(defaults)} outputs {shown}, got {len(names)}"
         )
-    if len(set(names)) != len(names) or input_name in names:
+    everything = (*inputs, *names)
+    if len(set(everything)) != len(everything):
         raise ValueError(
-            f"input and output names must all differ, got input {input_name!r} and "
-            f"outputs {names}"
+            f"input and output names must all differ, got inputs {inputs} and outputs {names}"
         )
-    return input_name, names
+    return inputs, names
 
 
 def _check_metadata(metadata: object) -> dict[str, str]:
@@ -236,29 +449,84 @@ def _widened(example: torch.Tensor) -> torch.Tensor:
     ).contiguous()
 
 
-def _dynamic_shapes() -> tuple[dict[int, object], ...]:
+def _size_names(index: int) -> tuple[str, str]:
+    """Names of the height and width of input ``index``: ``height``, ``width`` for the
+    first, ``height_1``, ``width_1`` for the second, ..."""
+    suffix = "" if index == 0 else f"_{index}"
+    return "height" + suffix, "width" + suffix
+
+
+def _dynamic_shapes(count: int = 1, shared: bool = False) -> tuple[dict[int, object], ...]:
+    """``torch.export`` Dims: one batch for all inputs; height and width per input, or
+    (``shared``) the first input's for every input."""
     batch = torch.export.Dim("batch", min=1)
-    height = torch.export.Dim("height", min=1)
-    width = torch.export.Dim("width", min=1)
-    return ({0: batch, 2: height, 3: width},)
+    shapes = []
+    for index in range(count):
+        height, width = _size_names(0 if shared else index)
+        if shared and shapes:
+            shapes.append(dict(shapes[0]))
+            continue
+        shapes.append({
+            0: batch,
+            2: torch.export.Dim(height, min=1),
+            3: torch.export.Dim(width, min=1),
+        })
+    return tuple(shapes)
 
 
-def export_program(model: nn.Module, example: torch.Tensor) -> "torch.export.ExportedProgram":
+def _asks_equal_sizes(error: BaseException) -> bool:
+    seen: set[int] = set()
+    current: Optional[BaseException] = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if "must always be equal" in str(current):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def _with_dims(export: Callable[[tuple], _T], count: int) -> _T:
+    """``export(dynamic_shapes)`` with separate height/width per input; if torch.export
+    finds that the model needs the inputs' sizes equal, again with shared ones."""
+    try:
+        return export(_dynamic_shapes(count))
+    except Exception as error:
+        if count == 1 or not _asks_equal_sizes(error):
+            raise
+    return export(_dynamic_shapes(count, shared=True))
+
+
+def export_program(
+    model: Union[nn.Module, "torch.export.ExportedProgram"],
+    example: Union[torch.Tensor, Sequence[torch.Tensor]],
+) -> "torch.export.ExportedProgram":
     """``torch.export.export`` of ``model`` with dynamic batch, height and width.
 
     Args:
-        model (nn.Module): a peak layer, a module ending in one, or any module taking
-            one 4-D tensor.
-        example (Tensor[S, C, H, W]): floating point, any size (sizes of 1 are
-            repeated to 2 so that they stay dynamic).
+        model (nn.Module or ExportedProgram): a peak layer, a module ending in one, or
+            any module taking 4-D tensors; an ``ExportedProgram`` is re-exported from its
+            ``module()``. A module holding TorchScript modules cannot be exported.
+        example (Tensor[S, C, H, W] or tuple of them): floating point, one tensor per
+            input, any size (sizes of 1 are repeated to 2 so that they stay dynamic).
+            All inputs share the batch Dim (``batch``); height and width have one Dim per
+            input (``height``, ``width``, then ``height_1``, ``width_1``, ...), or one
+            for all inputs when the model needs their sizes equal.
 
     Returns:
-        torch.export.ExportedProgram: ``program.module()(x)`` equals ``model(x)`` for
-        any batch and map size.
+        torch.export.ExportedProgram: ``program.module()(*x)`` equals ``model(*x)`` for
+        any batch and map sizes.
     """
     model = _check_model(model)
-    example = _widened(_check_example(example))
-    return torch.export.export(model, (example,), dynamic_shapes=_dynamic_shapes())
+    examples = tuple(_widened(t) for t in _check_examples(example))
+    name = _scripted_part(model)
+    if name is not None or isinstance(model, torch.jit.ScriptModule):
+        raise ValueError(
+            f"model holds a TorchScript module ({name or 'model'!r}), which torch.export "
+            "cannot trace"
+        )
+    return _with_dims(
+        lambda dims: torch.export.export(model, examples, dynamic_shapes=dims), len(examples)
+    )
 
 
 def _first_axis(layer: Optional[PeakLayer]) -> str:
@@ -269,17 +537,20 @@ def _first_axis(layer: Optional[PeakLayer]) -> str:
 
 
 def _declare_output_shapes(
-    proto: "onnx.ModelProto", layer: Optional[PeakLayer], outputs: tuple, names: tuple[str, ...]
+    proto: "onnx.ModelProto", signature: _Signature, names: tuple[str, ...]
 ) -> None:
     """Write each output's shape: its first axis (and a head's map size) symbolic, the
-    rest (channels, K, 2) fixed. The TorchScript-based exporter leaves channels and K
-    symbolic because it reads them from the input's shape at run time.
+    rest (channels, K, 2, classes) fixed. The TorchScript-based exporter leaves channels
+    and K symbolic because it reads them from the input's shape at run time. Outputs of
+    an unknown producer keep the shapes the exporter gave them.
     """
     by_name = {value.name: value for value in proto.graph.output}
-    for name, out in zip(names, outputs, strict=True):
+    for name, out, first in zip(names, signature.outputs, signature.first_axes, strict=True):
+        if first is None:
+            continue
         dims: list[object] = list(out.shape)
-        dims[0] = _first_axis(layer)
-        if layer is None:
+        dims[0] = first
+        if signature.layer is None:
             dims[2], dims[3] = "map_height", "map_width"
         shape = by_name[name].type.tensor_type.shape
         shape.ClearField("dim")
@@ -291,91 +562,138 @@ def _declare_output_shapes(
                 dim.dim_value = int(size)
 
 
+def _dynamic_axes(
+    signature: _Signature, inputs: tuple[str, ...], names: tuple[str, ...]
+) -> dict[str, dict[int, str]]:
+    """``dynamic_axes`` of the TorchScript-based exporter."""
+    axes: dict[str, dict[int, str]] = {}
+    for index, name in enumerate(inputs):
+        height, width = _size_names(index)
+        axes[name] = {0: "batch", 2: height, 3: width}
+    for name, out, first in zip(names, signature.outputs, signature.first_axes, strict=True):
+        if first is None:  # unknown producer: every axis may vary
+            axes[name] = {axis: f"{name}_{axis}" for axis in range(out.dim())}
+        elif signature.layer is None:
+            axes[name] = {0: first, 2: "map_height", 3: "map_width"}
+        else:
+            axes[name] = {0: first}
+    return axes
+
+
 def export_onnx(
-    model: nn.Module,
-    example: torch.Tensor,
+    model: Union[nn.Module, "torch.export.ExportedProgram"],
+    example: Union[torch.Tensor, Sequence[torch.Tensor]],
     path: Union[str, "os.PathLike[str]"],
     *,
     opset: Optional[int] = None,
     dynamo: bool = False,
-    input_name: str = "confmaps",
-    output_names: Optional[tuple[str, ...]] = None,
+    input_name: Union[str, Sequence[str]] = "confmaps",
+    output_names: Optional[Sequence[str]] = None,
     metadata: Optional[dict[str, str]] = None,
 ) -> pathlib.Path:
     """Export ``model`` to an ONNX file with dynamic batch, height and width.
 
     Args:
-        model (nn.Module): a peak layer (:class:`GlobalPeaks`, :class:`LocalPeaks`,
-            :class:`TopKPeaks`), a module whose last stage is one (e.g.
-            ``nn.Sequential(head, LocalPeaks())``), or a plain head returning one 4-D
-            map. Exported in eval mode (its mode is restored afterwards).
-        example (Tensor[S, C, H, W]): a floating-point example input; any size (the
-            graph is not tied to it; sizes of 1 are repeated to 2 so they stay dynamic).
+        model (nn.Module or ExportedProgram): a peak layer (:class:`GlobalPeaks`,
+            :class:`LocalPeaks`, :class:`TopKPeaks`), a module whose last stage is one
+            (e.g. ``nn.Sequential(head, LocalPeaks())``), or a plain head returning one
+            4-D map. A module ending in a peak layer returns the layer's outputs first
+            and may return extra outputs after them, e.g. the class probabilities of a
+            :class:`~peaklayers.ClassMapLookup`. Exported in eval mode (each module's
+            mode is restored afterwards). The head may be:
+
+            - a ``torch.export`` program (``ExportedProgram``, or its ``.module()``, e.g.
+              a loaded ``.pt2``): its mode is fixed in its graph, so it is not switched;
+            - a TorchScript module (e.g. from ``torch.jit.load``) inside the model: with
+              ``dynamo=False`` the whole model is scripted first (the tracer cannot
+              enter a ScriptModule; the peak layers are scriptable); ``dynamo=True``
+              refuses it (``torch.export`` cannot read TorchScript).
+        example (Tensor[S, C, H, W] or tuple of them): floating-point example input(s),
+            one tensor per model input, with equal batch sizes; any size (the graph is
+            not tied to it; sizes of 1 are repeated to 2 so they stay dynamic).
         path (str or PathLike): the ``.onnx`` file to write (parents are created).
         opset (int, optional): default 17 with ``dynamo=False`` (allowed
             :data:`TORCHSCRIPT_OPSETS`, 16 to 20), the newest the installed exporter
             supports with ``dynamo=True`` (allowed :data:`DYNAMO_OPSETS`).
         dynamo (bool): ``torch.onnx.export(dynamo=True)`` (through ``torch.export``)
             instead of the TorchScript-based exporter.
-        input_name (str): name of the graph input. For a plain head (whose output is
-            named ``confmaps``) the default becomes ``"image"``.
+        input_name (str or sequence of str): names of the graph inputs. A str names the
+            first input; a second input is then named ``"class_maps"`` (e.g.
+            ``(confmaps, class_maps)`` into peaks and a lookup); three or more inputs
+            need a sequence with one name each. For a plain head (whose output is named
+            ``confmaps``) the default becomes ``"image"``. Every input has dynamic batch
+            (``batch``, shared by all inputs), height and width (``height``, ``width``
+            for the first input, ``height_1``, ``width_1`` for the second, ...; with
+            ``dynamo=True`` one height and width for all inputs if the model needs
+            their sizes equal).
         output_names (sequence of str, optional): default from the final peak layer:
             ``points, vals`` (global), ``points, vals, sample_inds, channel_inds``
-            (local), ``points, vals, valid`` (top-K); ``confmaps`` for a plain head.
+            (local), ``points, vals, valid`` (top-K); ``confmaps`` for a plain head;
+            ``class_probs`` for an extra output made by a ``ClassMapLookup``. Any other
+            extra output has no default: name all outputs.
         metadata (dict of str to str, optional): written to the model's
             ``metadata_props``, beside ``peaklayers.version`` and ``peaklayers.layer``.
+
+    Output shapes are declared in the file: the first axis is ``peaks`` for the outputs
+    of :class:`LocalPeaks` and the lookup of its points, ``batch`` for the others (a
+    lookup of top-K slots); channels, K, 2 and the number of classes are fixed. Extra
+    outputs of other modules keep the shapes the exporter inferred (with
+    ``dynamo=False`` all their axes are dynamic).
 
     Returns:
         pathlib.Path: ``path``, after ``onnx.checker.check_model(full_check=True)``
         passed on the written file.
 
     Raises:
-        TypeError: ``model`` is not a module, ``example`` is not a floating-point
-            tensor, names or metadata have the wrong types.
-        ValueError: ``example`` is not 4-D, the opset is not supported by the chosen
-            exporter, the model's output is neither a peak layer's nor a 4-D map, or
-            the names do not fit the outputs.
+        TypeError: ``model`` is not a module or program, an example is not a
+            floating-point tensor, names or metadata have the wrong types.
+        ValueError: an example is not 4-D, the batch sizes differ, the opset is not
+            supported by the chosen exporter, the model's output is neither a peak
+            layer's (plus extras) nor a 4-D map, the names do not fit the inputs or the
+            outputs (an extra output that is not a lookup's needs ``output_names``), or
+            the model holds TorchScript that cannot be exported.
     """
     import onnx
 
     from . import __version__
 
     model = _check_model(model)
-    example = _widened(_check_example(example))
+    examples = tuple(_widened(t) for t in _check_examples(example))
     if not isinstance(dynamo, bool):
         raise TypeError("dynamo must be a bool, got " + type(dynamo).__name__)
     opset = _check_opset(opset, dynamo)
     extra = _check_metadata(metadata)
     path = pathlib.Path(path)
 
-    training = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        layer, defaults, outputs = _signature(model, example)
-        if layer is None and input_name == "confmaps" and output_names is None:
+    with _eval_mode(model) as holds_program:
+        signature = _signature(model, examples)
+        if signature.layer is None and input_name == "confmaps" and output_names is None:
             input_name = "image"
-        input_name, names = _check_names(output_names, defaults, input_name)
+        inputs, names = _check_names(output_names, signature, input_name, len(examples))
+        exported = _scripted_for_tracer(model, dynamo)
         path.parent.mkdir(parents=True, exist_ok=True)
         if dynamo:
-            torch.onnx.export(
-                model,
-                (example,),
-                str(path),
-                dynamo=True,
-                opset_version=opset,
-                input_names=[input_name],
-                output_names=list(names),
-                dynamic_shapes=_dynamic_shapes(),
-                external_data=False,
-                verbose=False,
+            _with_dims(
+                lambda dims: torch.onnx.export(
+                    exported,
+                    examples,
+                    str(path),
+                    dynamo=True,
+                    opset_version=opset,
+                    input_names=list(inputs),
+                    output_names=list(names),
+                    dynamic_shapes=dims,
+                    external_data=False,
+                    verbose=False,
+                ),
+                len(examples),
             )
         else:
-            axes: dict[str, dict[int, str]] = {input_name: {0: "batch", 2: "height", 3: "width"}}
-            first = _first_axis(layer)
-            for name in names:
-                axes[name] = {0: first}
-            if layer is None:
-                axes[names[0]] = {0: "batch", 2: "map_height", 3: "map_width"}
+            options: dict[str, object] = {}
+            if holds_program:
+                # torch.onnx would call model.train(False), which a program refuses; the
+                # modes are already set above.
+                options["training"] = torch.onnx.TrainingMode.PRESERVE
             with warnings.catch_warnings():
                 # The layers' argument checks read static facts (rank, dtype, non-empty
                 # maps); the tracer warns about each such Python bool. Warnings from the
@@ -383,23 +701,27 @@ def export_onnx(
                 warnings.filterwarnings(
                     "ignore", category=torch.jit.TracerWarning, module=r"peaklayers\."
                 )
+                # PRESERVE makes torch.onnx warn about constant folding in training mode
+                # whatever the mode; the model is in eval mode.
+                warnings.filterwarnings(
+                    "ignore", message="It is recommended that constant folding be turned off"
+                )
                 torch.onnx.export(
-                    model,
-                    (example,),
+                    exported,
+                    examples,
                     str(path),
                     dynamo=False,
                     opset_version=opset,
-                    input_names=[input_name],
+                    input_names=list(inputs),
                     output_names=list(names),
-                    dynamic_axes=axes,
+                    dynamic_axes=_dynamic_axes(signature, inputs, names),
+                    **options,
                 )
-    finally:
-        for module, mode in training:
-            module.train(mode)
 
     proto = onnx.load(str(path))
-    _declare_output_shapes(proto, layer, outputs, names)
+    _declare_output_shapes(proto, signature, names)
     props = {"peaklayers.version": __version__}
+    layer = signature.layer
     if layer is not None:
         props["peaklayers.layer"] = f"{type(layer).__name__}({layer.extra_repr()})"
     props.update(extra)
