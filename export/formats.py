@@ -21,7 +21,6 @@ from torch import nn
 from peaklayers import export_onnx, export_program
 from peaklayers.exporting import DYNAMO_OPSETS
 
-from ._library_gaps import export_onnx_beyond_library
 from .common import ToolError
 from .sessions import open_peak_session
 
@@ -47,9 +46,6 @@ class Job:
     metadata: dict
     opset: int = DEFAULT_OPSET
     dynamo: bool = False
-    # The head is a loaded TorchScript module: the graph must be scripted before the
-    # (TorchScript-based) ONNX export, which the library's export_onnx does not do.
-    script_for_onnx: bool = False
 
     def metadata_json(self) -> str:
         return self.metadata_json_of(self.metadata)
@@ -91,19 +87,12 @@ def save_program(job: Job, path: Path) -> Path:
 
 
 def save_onnx(job: Job, path: Path) -> Path:
+    """The library's export: extra outputs (``class_probs``), a loaded TorchScript head
+    (scripted with the graph) and a loaded ``.pt2`` head are all its business."""
     metadata = {METADATA_KEY: job.metadata_json()}
     try:
-        if "class_probs" in job.output_names or job.script_for_onnx:  # see _library_gaps.py
-            first_axis = "peaks" if "sample_inds" in job.output_names else "batch"
-            graph = _quiet(torch.jit.script, job.graph) if job.script_for_onnx else job.graph
-            export_onnx_beyond_library(graph, (job.example,), path,
-                                       input_names=[job.input_name],
-                                       output_names=job.output_names, first_axis=first_axis,
-                                       opset=job.opset, metadata=metadata)
-        else:
-            _quiet(export_onnx, job.graph, job.example, path, opset=job.opset,
-                   dynamo=job.dynamo, input_name=job.input_name, output_names=job.output_names,
-                   metadata=metadata)
+        _quiet(export_onnx, job.graph, job.example, path, opset=job.opset, dynamo=job.dynamo,
+               input_name=job.input_name, output_names=job.output_names, metadata=metadata)
     except Exception as error:
         raise ToolError(f"ONNX export failed: {_first_line(error)}") from None
     return path

@@ -85,4 +85,6 @@ def compose(head: nn.Module, settings: LayerSettings, head_returns_tuple: bool,
     if not head_returns_tuple or n_outputs < 2:
         raise ToolError("--class-maps needs a model that returns (confidence maps, class maps)")
     cls = HeadThenLocalPeaksAndClasses if settings.layer == "local" else HeadThenTopKPeaksAndClasses
-    return cls(head, layer, settings.lookup()).eval()
+    # No .eval(): a loaded .pt2 head refuses it (its mode is fixed); the head's mode is
+    # set where it is loaded, and the peak layer and lookup do not depend on it.
+    return cls(head, layer, settings.lookup())

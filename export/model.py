@@ -18,7 +18,6 @@ import onnx
 import torch
 
 from . import loaders, onnx_append
-from ._library_gaps import program_to_onnx
 from .common import ToolError, step
 from .formats import METADATA_KEY, Job, effective_opset
 from .graphs import compose, head_outputs
@@ -71,16 +70,13 @@ def run(path: str, out: str, input_name: str | None = None, input_shape: str | N
     if output_name or class_maps_output:
         raise ToolError("--output-name/--class-maps-output are for ONNX models; a TorchScript "
                         "or .pt2 head returns its confidence maps first, class maps second")
-    program = None
     if kind == "torchscript":
         head, stored_shape = loaders.load_torchscript(model_path), None
         formats, dynamo = ("torchscript", "onnx"), False
     else:
         program, stored_shape = loaders.load_program(model_path)
-        head = program.module()
-        # ONNX: the program itself goes to ONNX and the peak graph is appended, because
-        # the module of a loaded program cannot be put in eval mode, as export_onnx does.
-        formats, dynamo = ("pt2",), True
+        head = program.module()  # peaklayers.export_onnx leaves its fixed mode alone
+        formats, dynamo = ("pt2", "onnx"), True
     shape = loaders.parse_shape(input_shape, stored_shape, f"a {kind} model")
     example = torch.from_numpy(smooth_inputs([shape])[0])
     outs, returns_tuple = head_outputs(head, example)
@@ -95,25 +91,9 @@ def run(path: str, out: str, input_name: str | None = None, input_shape: str | N
     opset = effective_opset(opset, dynamo)
     name = input_name or "images"
     meta = _metadata(common, settings, name, shape, "float32", outs, opset)
-    job = Job(graph, example, name, settings.output_names(), meta, opset=opset, dynamo=dynamo,
-              script_for_onnx=kind == "torchscript")
-    written = None
-    if program is not None:
-        def written(stage: Path) -> dict[str, Path]:
-            with step("ONNX (program exported, peak graph appended)", common["out"]) as info:
-                head_proto = program_to_onnx(program, name, len(outs), opset)
-                maps = [o.numpy() for o in outs]
-                merged = onnx_append.append_peaks(
-                    head_proto, settings, head_proto.graph.output[0].name,
-                    head_proto.graph.output[1].name if settings.class_maps else None, maps[0],
-                    maps[1] if settings.class_maps else None,
-                    {METADATA_KEY: job.metadata_json()})
-                info["file"] = stage / "model.onnx"
-                onnx.save(merged, str(info["file"]))
-            return {"onnx": info["file"]}
-
+    job = Job(graph, example, name, settings.output_names(), meta, opset=opset, dynamo=dynamo)
     return export_verify_write(job, common["out"], inputs, provider, "peaklayers model export",
-                               formats=formats, written=written, triton_options=triton_options)
+                               formats=formats, triton_options=triton_options)
 
 
 def _metadata(common: dict, settings: LayerSettings, name: str, shape: tuple, dtype: str,

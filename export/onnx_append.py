@@ -21,7 +21,6 @@ from torch import nn
 from peaklayers import export_onnx
 from peaklayers.exporting import TORCHSCRIPT_OPSETS
 
-from ._library_gaps import export_onnx_beyond_library
 from .common import ToolError
 from .formats import _quiet
 from .settings import LayerSettings
@@ -73,16 +72,13 @@ def peak_graph(settings: LayerSettings, cms: np.ndarray, class_maps: np.ndarray 
         layer = settings.build().eval()
         try:
             if class_maps is None:
-                _quiet(export_onnx, layer, torch.from_numpy(cms), path, opset=opset,
-                            input_name="confmaps", output_names=settings.output_names(),
-                            metadata=metadata)
+                module, example, inputs = layer, torch.from_numpy(cms), "confmaps"
             else:
                 module = PeaksAndClasses(layer, settings.lookup(), settings.layer == "local")
-                export_onnx_beyond_library(
-                    module, (torch.from_numpy(cms), torch.from_numpy(class_maps)), path,
-                    input_names=["confmaps", "class_maps"], output_names=settings.output_names(),
-                    first_axis="peaks" if settings.layer == "local" else "batch", opset=opset,
-                    metadata=metadata)
+                example = (torch.from_numpy(cms), torch.from_numpy(class_maps))
+                inputs = ("confmaps", "class_maps")
+            _quiet(export_onnx, module, example, path, opset=opset, input_name=inputs,
+                   output_names=settings.output_names(), metadata=metadata)
         except (ValueError, TypeError) as error:
             raise ToolError(f"cannot export the peak layer: {error}") from None
         return onnx.load(str(path))

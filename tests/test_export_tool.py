@@ -230,6 +230,30 @@ def test_model(tmp_path, kind, suffix, files, backends):
     np.testing.assert_array_equal(got[3], expected[3].numpy())
 
 
+class HeadWithClasses(Head):
+    """Confidence maps and class maps (softmax over 2 classes) from one head."""
+
+    def forward(self, x: torch.Tensor):
+        maps = super().forward(x)
+        return maps[:, :2], torch.softmax(maps[:, 2:], dim=1)
+
+
+def test_model_pt2_with_class_maps(tmp_path):
+    """A loaded .pt2 head (which refuses eval()) with --class-maps: ONNX straight from the
+    library's export_onnx, no head-then-append step."""
+    model, out = tmp_path / "head.pt2", tmp_path / "out"
+    dims = {0: torch.export.Dim("b"), 2: torch.export.Dim("h"), 3: torch.export.Dim("w")}
+    torch.export.save(torch.export.export(HeadWithClasses().eval(), (torch.rand(2, 3, 40, 48),),
+                                          dynamic_shapes=(dims,)), str(model))
+    ok("model", str(model), "--out", str(out), "--layer", "topk", "--k", "3", "--class-maps")
+    meta = json.loads((out / "metadata.json").read_text())
+    check_parity(meta, {"torch.export", "ONNX Runtime"}, shapes=2)
+    graph = onnx.load(str(out / "model.onnx")).graph
+    assert [o.name for o in graph.output] == ["points", "vals", "valid", "class_probs"]
+    assert [d.dim_param or d.dim_value for d in graph.output[3].type.tensor_type.shape.dim] == [
+        "batch", 2, 3, 2]
+
+
 def test_model_onnx_with_topk(tmp_path):
     model, out = tmp_path / "head.onnx", tmp_path / "out"
     _save_head("onnx", model)
