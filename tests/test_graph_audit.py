@@ -1,7 +1,8 @@
 """Audit of the exported ONNX graphs: which operators they hold, and who can run them.
 
 For every graph exported by the ONNX tests (both exporters, every layer, with and
-without refinement, after a head, float16) this lists the operator types and checks:
+without refinement, after a head, float16, and with a class-map lookup) this lists the
+operator types and checks:
 
 - every operator, at the graph's opset and with the element type it is given, has a
   kernel in ONNX Runtime's CUDA execution provider (``CUDA_EP`` below);
@@ -19,6 +20,7 @@ import pytest
 import torch
 from onnx import numpy_helper
 
+import class_graphs
 from export_helpers import EXPORTERS, KINDS, K, exported
 
 # ONNX Runtime CUDA execution provider: microsoft/onnxruntime docs/OperatorKernels.md,
@@ -55,6 +57,8 @@ CUDA_EP = {
     "GreaterOrEqual": (12, 0, _CMP),
     "GridSample": (16, 0, {"float"}),
     "Identity": (1, 0, _ALL),
+    # IsNaN and Round: the class-map lookup (read from the same file's CUDA section).
+    "IsNaN": (9, 0, {"bfloat16", "double", "float", "float16"}),
     "Less": (9, 0, _CMP),
     "LessOrEqual": (12, 0, _CMP),
     "Max": (12, 0, {"bfloat16"} | _CMP),
@@ -72,6 +76,7 @@ CUDA_EP = {
     "ReduceMin": (1, 0, {"double", "float", "float16", "int32", "int64", "int8", "uint8"}),
     "ReduceSum": (1, 0, {"double", "float", "float16", "int32", "int64"}),
     "Reshape": (5, 0, _ALL),
+    "Round": (11, 0, {"double", "float", "float16"}),
     "Shape": (1, 0, _ALL),
     "Slice": (10, 0, _ALL),
     "Squeeze": (1, 0, _ALL),
@@ -113,6 +118,10 @@ TENSORRT = {
     "GreaterOrEqual": _TRT_FI,
     "GridSample": {"float", "float16"},  # input must be 4-D
     "Identity": _TRT_FIB,
+    # IsNaN and Round (the class-map lookup): only the floating types are listed here, the
+    # ones every version of the table accepts for them (TensorRT 8.4's listed FP32, FP16
+    # and one integer type each).
+    "IsNaN": _TRT_F,
     "Less": _TRT_FI,
     "LessOrEqual": _TRT_FI,
     "Max": _TRT_FI,
@@ -129,6 +138,7 @@ TENSORRT = {
     "ReduceSum": _TRT_FI,
     "Relu": _TRT_FI,
     "Reshape": _TRT_FIB,
+    "Round": _TRT_F,
     "Shape": _TRT_FIB,
     "Slice": _TRT_FIB,
     "Squeeze": _TRT_FIB,  # `axes` must be resolvable to a constant
@@ -162,6 +172,16 @@ GRAPHS = [
     (kind, exporter, "integral", False, torch.float32, "merge")
     for kind in ("local", "topk")
     for exporter in EXPORTERS
+]
+
+
+# Class-map lookup graphs (tests/class_graphs.py): head + layer + ClassMapLookup, and the
+# two-input peak graph (confmaps, class_maps) the export tool appends to ONNX models.
+CLASS_GRAPHS = [
+    (kind, exporter, form)
+    for kind in ("local", "topk")
+    for exporter in EXPORTERS
+    for form in class_graphs.FORMS
 ]
 
 
@@ -306,6 +326,25 @@ def test_other_graphs_have_no_control_flow(config):
     assert ("NonZero" in ops) == (config[0] == "local")
 
 
+def _load_class_graph(config):
+    model = onnx.load(str(class_graphs.exported(*config)))
+    return onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
+
+
+@pytest.mark.parametrize("config", CLASS_GRAPHS, ids=["-".join(c) for c in CLASS_GRAPHS])
+def test_class_lookup_graphs(config):
+    """Every op has a CUDA kernel; the top-K ones stay fixed-shape and TensorRT-ready."""
+    model = _load_class_graph(config)
+    ops = op_types(model)
+    assert cuda_problems(model) == [], ops
+    assert not {"Loop", "If", "Scan"} & set(ops)
+    if config[0] == "topk":
+        assert "NonZero" not in ops
+        assert tensorrt_problems(model) == [], ops
+        for out in model.graph.output:
+            assert out.type.tensor_type.shape.dim[2].dim_value == K, out.name
+
+
 def test_the_audit_can_fail():
     """The checks flag what they must: a bool Where, an int Clip, a computed K."""
     from onnx import TensorProto, helper
@@ -337,3 +376,7 @@ if __name__ == "__main__":
     for config in GRAPHS:
         model = load(config)
         print(f"{graph_id(config)} (opset {opset_of(model)}): {', '.join(op_types(model))}")
+    for config in CLASS_GRAPHS:
+        model = _load_class_graph(config)
+        print(f"classes-{'-'.join(config)} (opset {opset_of(model)}): "
+              f"{', '.join(op_types(model))}")
