@@ -462,10 +462,10 @@ def _dynamic_shapes(count: int = 1, shared: bool = False) -> tuple[dict[int, obj
     batch = torch.export.Dim("batch", min=1)
     shapes = []
     for index in range(count):
-        height, width = _size_names(0 if shared else index)
         if shared and shapes:
             shapes.append(dict(shapes[0]))
             continue
+        height, width = _size_names(index)
         shapes.append({
             0: batch,
             2: torch.export.Dim(height, min=1),
