@@ -71,51 +71,62 @@ def _anchors(
         shape, bool; meaningful where ``anchor``).
     """
     size = (height, width)
-    v = _at(padded, 0, 0, 1, 2, height, width)
-    # A pixel is "flat" when no neighbour exceeds it: its 3x3 max (centre included)
-    # is itself. Needed for rows 0..1 and columns -1..1 around an anchor.
-    rows3 = torch.maximum(torch.maximum(padded[..., :-2], padded[..., 1:-1]), padded[..., 2:])
-    max3 = torch.maximum(torch.maximum(rows3[..., :-2, :], rows3[..., 1:-1, :]), rows3[..., 2:, :])
-    flat = max3 == padded[..., 1:-1, 1:-1]  # pixel (y, x) at [y, x + 1]
     links, lefts = _links(padded)
     RIGHT, DOWN, DOWN_RIGHT, DOWN_LEFT = 0, 1, 2, 3  # indices into links
+
+    # Maps over the pixels a flat top's members can be, rows 0..H and columns -1..W
+    # (pixel (y, x) at [y, x + 1]). "higher": some neighbour exceeds the pixel (its 3x3
+    # max, centre included, is not itself). The three "equal ..." maps: the pixel equals
+    # one of its 3 neighbours on that side.
+    rows3 = torch.maximum(torch.maximum(padded[..., :-2], padded[..., 1:-1]), padded[..., 2:])
+    max3 = torch.maximum(torch.maximum(rows3[..., :-2, :], rows3[..., 1:-1, :]), rows3[..., 2:, :])
+    higher = max3 != padded[..., 1:-1, 1:-1]
+    region = (height + 1, width + 2)
+    equal_right = (
+        _linked(links, lefts, RIGHT, 0, -1, region)
+        | _linked(links, lefts, DOWN_RIGHT, 0, -1, region)
+        | _linked(links, lefts, DOWN_LEFT, -1, 0, region)
+    )
+    equal_below = (
+        _linked(links, lefts, DOWN, 0, -1, region)
+        | _linked(links, lefts, DOWN_RIGHT, 0, -1, region)
+        | _linked(links, lefts, DOWN_LEFT, 0, -1, region)
+    )
+    equal_left = (
+        _linked(links, lefts, RIGHT, 0, -2, region)
+        | _linked(links, lefts, DOWN_RIGHT, -1, -2, region)
+        | _linked(links, lefts, DOWN_LEFT, 0, -1, region)
+    )
 
     right = _linked(links, lefts, RIGHT, 0, 0, size)
     down = _linked(links, lefts, DOWN, 0, 0, size)
     down_right = _linked(links, lefts, DOWN_RIGHT, 0, 0, size)
     down_left = _linked(links, lefts, DOWN_LEFT, 0, 0, size)
-    anchor = _at(flat, 0, 0, 0, 1, height, width) & (v > threshold)
-    # First pixel of its flat top: no equal neighbour before it in row-major order.
-    earlier = [(RIGHT, 0, -1), (DOWN_RIGHT, -1, -1), (DOWN, -1, 0), (DOWN_LEFT, -1, 1)]
-    anchor = anchor & ~_any_linked(links, lefts, earlier, size)
-    # Fits in a 2x2 block: not three columns wide.
-    anchor = anchor & ~(down_left & (right | down_right))
-    # Every member is flat and equals no neighbour outside the flat top. Each check
-    # (direction, dy, dx) compares a neighbour of the member with the member itself.
-    members = [
-        (right, 0, 1, [(DOWN_LEFT, -1, 2), (RIGHT, 0, 1), (DOWN_RIGHT, 0, 1)]),
-        (down, 1, 0, [(DOWN_LEFT, 1, 0), (DOWN, 1, 0), (DOWN_RIGHT, 1, 0)]),
-        (down_right, 1, 1, [(DOWN_LEFT, 0, 2), (RIGHT, 1, 1), (DOWN_LEFT, 1, 1),
-                            (DOWN, 1, 1), (DOWN_RIGHT, 1, 1)]),
-        (down_left, 1, -1, [(DOWN_RIGHT, 0, -2), (RIGHT, 1, -2), (DOWN_LEFT, 1, -1),
-                            (DOWN, 1, -1), (DOWN_RIGHT, 1, -1)]),
-    ]
-    for member, dy, dx, outside in members:
-        alone = _at(flat, dy, dx, 0, 1, height, width) & ~_any_linked(
-            links, lefts, outside, size
-        )
-        anchor = anchor & (~member | alone)
+    # The anchor is flat and the first pixel of its flat top (no equal neighbour
+    # before it in row-major order); the top fits in a 2x2 block (not three columns
+    # wide); every member is flat and equals no neighbour outside the top.
+    rejected = (
+        _region(higher, 0, 0, size)
+        | _linked(links, lefts, RIGHT, 0, -1, size)
+        | _linked(links, lefts, DOWN_RIGHT, -1, -1, size)
+        | _linked(links, lefts, DOWN, -1, 0, size)
+        | _linked(links, lefts, DOWN_LEFT, -1, 1, size)
+        | (down_left & (right | down_right))
+        | (right & (_region(higher, 0, 1, size) | _region(equal_right, 0, 1, size)))
+        | (down & (_region(higher, 1, 0, size) | _region(equal_below, 1, 0, size)))
+        | (down_right & (_region(higher, 1, 1, size) | _region(equal_right, 1, 1, size)
+                         | _region(equal_below, 1, 1, size)))
+        | (down_left & (_region(higher, 1, -1, size) | _region(equal_left, 1, -1, size)
+                        | _region(equal_below, 1, -1, size)))
+    )
+    v = _at(padded, 0, 0, 1, 2, height, width)
+    anchor = ~rejected & (v > threshold)
     return anchor, right, down, down_right, down_left
 
 
-def _any_linked(
-    links: list[torch.Tensor], lefts: list[int], checks: list[tuple[int, int, int]],
-    size: tuple[int, int],
-) -> torch.Tensor:
-    found = _linked(links, lefts, checks[0][0], checks[0][1], checks[0][2], size)
-    for which, dy, dx in checks[1:]:
-        found = found | _linked(links, lefts, which, dy, dx, size)
-    return found
+def _region(t: torch.Tensor, dy: int, dx: int, size: tuple[int, int]) -> torch.Tensor:
+    """The view at ``(dy, dx)`` from each pixel of a map over rows 0..H, columns -1..W."""
+    return _at(t, dy, dx, 0, 1, size[0], size[1])
 
 
 def merged_offsets(

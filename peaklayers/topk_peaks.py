@@ -40,7 +40,7 @@ def _ordered_topk_positions(scores: torch.Tensor, k: int) -> torch.Tensor:
     # among the values equal to it, the first ones in row-major order.
     position = torch.arange(length, device=scores.device, dtype=torch.float32)
     key = torch.where(scores == kth, length - position, torch.full_like(position, -1.0))
-    key = torch.where(scores > kth, torch.full_like(key, 2.0 * length), key)
+    key = torch.where(scores > kth, key.new_full((), 2.0 * length), key)
     chosen = key.topk(k, dim=2).indices
 
     by_position = chosen.gather(2, (-chosen.to(torch.float32)).topk(k, dim=2).indices)
