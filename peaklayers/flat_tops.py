@@ -82,19 +82,21 @@ def _anchors(
     max3 = torch.maximum(torch.maximum(rows3[..., :-2, :], rows3[..., 1:-1, :]), rows3[..., 2:, :])
     higher = max3 != padded[..., 1:-1, 1:-1]
     region = (height + 1, width + 2)
-    # In-place ORs: each new mask would be a fresh allocation of the map's size.
-    equal_right = _linked(links, lefts, RIGHT, 0, -1, region) | _linked(
-        links, lefts, DOWN_RIGHT, 0, -1, region
+    equal_right = (
+        _linked(links, lefts, RIGHT, 0, -1, region)
+        | _linked(links, lefts, DOWN_RIGHT, 0, -1, region)
+        | _linked(links, lefts, DOWN_LEFT, -1, 0, region)
     )
-    equal_right |= _linked(links, lefts, DOWN_LEFT, -1, 0, region)
-    equal_below = _linked(links, lefts, DOWN, 0, -1, region) | _linked(
-        links, lefts, DOWN_RIGHT, 0, -1, region
+    equal_below = (
+        _linked(links, lefts, DOWN, 0, -1, region)
+        | _linked(links, lefts, DOWN_RIGHT, 0, -1, region)
+        | _linked(links, lefts, DOWN_LEFT, 0, -1, region)
     )
-    equal_below |= _linked(links, lefts, DOWN_LEFT, 0, -1, region)
-    equal_left = _linked(links, lefts, RIGHT, 0, -2, region) | _linked(
-        links, lefts, DOWN_RIGHT, -1, -2, region
+    equal_left = (
+        _linked(links, lefts, RIGHT, 0, -2, region)
+        | _linked(links, lefts, DOWN_RIGHT, -1, -2, region)
+        | _linked(links, lefts, DOWN_LEFT, 0, -1, region)
     )
-    equal_left |= _linked(links, lefts, DOWN_LEFT, 0, -1, region)
 
     right = _linked(links, lefts, RIGHT, 0, 0, size)
     down = _linked(links, lefts, DOWN, 0, 0, size)
@@ -103,22 +105,20 @@ def _anchors(
     # The anchor is flat and the first pixel of its flat top (no equal neighbour
     # before it in row-major order); the top fits in a 2x2 block (not three columns
     # wide); every member is flat and equals no neighbour outside the top.
-    rejected = _region(higher, 0, 0, size) | _linked(links, lefts, RIGHT, 0, -1, size)
-    rejected |= _linked(links, lefts, DOWN_RIGHT, -1, -1, size)
-    rejected |= _linked(links, lefts, DOWN, -1, 0, size)
-    rejected |= _linked(links, lefts, DOWN_LEFT, -1, 1, size)
-    rejected |= down_left & (right | down_right)
-    for member, dy, dx, sides in [
-        (right, 0, 1, [equal_right]),
-        (down, 1, 0, [equal_below]),
-        (down_right, 1, 1, [equal_right, equal_below]),
-        (down_left, 1, -1, [equal_left, equal_below]),
-    ]:
-        unfit = _region(higher, dy, dx, size) | _region(sides[0], dy, dx, size)
-        for side in sides[1:]:
-            unfit |= _region(side, dy, dx, size)
-        unfit &= member
-        rejected |= unfit
+    rejected = (
+        _region(higher, 0, 0, size)
+        | _linked(links, lefts, RIGHT, 0, -1, size)
+        | _linked(links, lefts, DOWN_RIGHT, -1, -1, size)
+        | _linked(links, lefts, DOWN, -1, 0, size)
+        | _linked(links, lefts, DOWN_LEFT, -1, 1, size)
+        | (down_left & (right | down_right))
+        | (right & (_region(higher, 0, 1, size) | _region(equal_right, 0, 1, size)))
+        | (down & (_region(higher, 1, 0, size) | _region(equal_below, 1, 0, size)))
+        | (down_right & (_region(higher, 1, 1, size) | _region(equal_right, 1, 1, size)
+                         | _region(equal_below, 1, 1, size)))
+        | (down_left & (_region(higher, 1, -1, size) | _region(equal_left, 1, -1, size)
+                        | _region(equal_below, 1, -1, size)))
+    )
     v = _at(padded, 0, 0, 1, 2, height, width)
     anchor = ~rejected & (v > threshold)
     return anchor, right, down, down_right, down_left
