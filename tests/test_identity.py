@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import identity_oracle as oracle
-from peaklayers import identity
+from peaklayers import assignment
 from peaklayers.class_maps import ClassMapLookup
 from peaklayers.identity import (
     classify_peaks_from_maps,
@@ -28,7 +28,7 @@ PATHS = {
 def path(request, monkeypatch):
     """Run a test through every solver path (enumeration, DP, per-group scipy)."""
     for name, value in PATHS[request.param].items():
-        monkeypatch.setattr(identity, name, value)
+        monkeypatch.setattr(assignment, name, value)
     return request.param
 
 
