@@ -30,12 +30,8 @@ and raise ``ValueError``/``TypeError`` naming the input, instead of an ONNX Runt
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import re
-import sys
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +41,8 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import torch
+
+from ._native_stderr import _native_stderr_captured
 
 __all__ = [
     "ELEMENT_TYPES",
@@ -64,7 +62,6 @@ CPU_EP = "CPUExecutionProvider"
 
 # ONNX Runtime's own severity scale: 0 verbose, 1 info, 2 warning, 3 error, 4 fatal.
 _QUIET_SESSION_SEVERITY = 3
-_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
 
 
 class ProviderUnavailableError(RuntimeError):
@@ -382,47 +379,6 @@ def _model_source(model: Any) -> Union[str, bytes]:
         "model must be a path (str or Path), ONNX bytes or an onnx.ModelProto, "
         f"got {type(model).__name__}"
     )
-
-
-class _Captured:
-    raw = b""
-    text = ""
-
-
-@contextlib.contextmanager
-def _native_stderr_captured():
-    """Redirect file descriptor 2 (where ONNX Runtime's C++ logger writes) to a file.
-
-    Yields an object whose ``text`` is set on exit (ANSI colours removed). If the body
-    raises, the captured bytes go back to stderr before the exception propagates.
-    Output of other threads during this short window is captured as well; it is never
-    dropped (it ends up in the message or back on stderr).
-    """
-    captured = _Captured()
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (AttributeError, OSError, ValueError):  # no usable stderr or fd 2
-        yield captured
-        return
-    with tempfile.TemporaryFile() as tmp:
-        os.dup2(tmp.fileno(), 2)
-        failed = False
-        try:
-            yield captured
-        except BaseException:
-            failed = True
-            raise
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            tmp.seek(0)
-            raw = tmp.read()
-            if failed and raw:
-                os.write(2, raw)
-            captured.raw = raw
-            text = _ANSI_ESCAPE.sub("", raw.decode(errors="replace"))
-            captured.text = "\n".join(line for line in text.splitlines() if line.strip())
 
 
 def _unavailable_message(requested: str, loaded: Optional[list], reason: str) -> str:

@@ -18,6 +18,7 @@ from onnx import TensorProto, helper
 
 import cases
 from peaklayers import GlobalPeaks, LocalPeaks, TopKPeaks, runtime
+from peaklayers._native_stderr import _native_stderr_captured
 from peaklayers.runtime import (
     ELEMENT_TYPES,
     ProviderFallbackWarning,
@@ -423,7 +424,7 @@ def test_native_stderr_capture_gives_back_on_error(capfd):
     import os
 
     with pytest.raises(KeyError):
-        with runtime._native_stderr_captured() as captured:
+        with _native_stderr_captured() as captured:
             os.write(2, b"\x1b[1;31mnative line\x1b[m\n")
             raise KeyError("x")
     assert captured.text == "native line"
