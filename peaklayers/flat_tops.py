@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from ._windows import pixel_windows
-from .nms import _below, hot_row_maxima
+from .nms import hot_row_maxima
 
 
 def _at(t: torch.Tensor, dy: int, dx: int, top: int, left: int, height: int, width: int):
@@ -55,14 +55,13 @@ def _linked(
 
 
 def _anchors(
-    padded: torch.Tensor, threshold: torch.Tensor, height: int, width: int
+    padded: torch.Tensor, height: int, width: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Anchors (first pixels) of the flat tops that make a peak, and their members.
 
     Args:
         padded (Tensor[..., height + 3, width + 4]): maps padded with ``-inf``: 1 row
             above, 2 below and 2 columns on each side.
-        threshold (Tensor[], dtype of the maps).
         height, width (int): size of the maps inside the padding.
 
     Returns:
@@ -119,9 +118,8 @@ def _anchors(
         | (down_left & (_region(higher, 1, -1, size) | _region(equal_left, 1, -1, size)
                         | _region(equal_below, 1, -1, size)))
     )
-    v = _at(padded, 0, 0, 1, 2, height, width)
-    anchor = ~rejected & (v > threshold)
-    return anchor, right, down, down_right, down_left
+    # No threshold here: both callers apply it to far fewer values (see them).
+    return ~rejected, right, down, down_right, down_left
 
 
 def _region(t: torch.Tensor, dy: int, dx: int, size: tuple[int, int]) -> torch.Tensor:
@@ -147,13 +145,16 @@ def merged_offsets(
 
 
 def flat_top_mask(
-    cms: torch.Tensor, threshold: float
+    cms: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Dense anchors of the flat-top peaks above ``threshold`` (no data-dependent shape).
+    """Dense anchors of the flat-top peaks, at any value (no data-dependent shape).
+
+    The threshold is left to the caller: the top-K layer compares only the values of
+    the slots it keeps (an anchor above the threshold always outranks one below it),
+    which saves a comparison over the whole map.
 
     Args:
         cms (Tensor[S, C, H, W]): confidence maps, floating point.
-        threshold (float): peaks must be strictly greater.
 
     Returns:
         anchor, right, down, down_right, down_left (Tensor[S, C, H, W], bool each): see
@@ -162,7 +163,7 @@ def flat_top_mask(
     height, width = cms.shape[2], cms.shape[3]
     # The rule looks at rows -1..2 and columns -2..2 around an anchor.
     padded = F.pad(cms, (2, 2, 1, 2), value=float("-inf"))
-    return _anchors(padded, _below(threshold, cms), height, width)
+    return _anchors(padded, height, width)
 
 
 def flat_top_maxima(
@@ -181,15 +182,14 @@ def flat_top_maxima(
         Ordered by ``(s, c, y, x)`` of the anchors.
     """
     height = cms.shape[2]
+    # Every candidate is above the threshold, so the rule itself need not compare.
     rows, cols = hot_row_maxima(cms, threshold, False)
     map_inds = rows // height
     ys = rows - map_inds * height
     row_steps = torch.arange(-1, 3, device=cms.device)  # the padding of flat_top_mask
     col_steps = torch.arange(-2, 3, device=cms.device)
     windows = pixel_windows(cms, map_inds, cols, ys, row_steps, col_steps, float("-inf"))
-    anchor, right, down, down_right, down_left = _anchors(
-        windows, _below(threshold, cms), 1, 1
-    )
+    anchor, right, down, down_right, down_left = _anchors(windows, 1, 1)
     keep = anchor[:, 0, 0]
     dx, dy = merged_offsets(
         right[keep, 0, 0], down[keep, 0, 0], down_right[keep, 0, 0], down_left[keep, 0, 0]

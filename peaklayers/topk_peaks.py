@@ -112,7 +112,7 @@ def topk_peaks(
 
     members: Optional[list[torch.Tensor]] = None  # of each flat top, in "merge" mode
     if flat_tops == "merge":
-        found, right, down, down_right, down_left = flat_top_mask(cms, threshold)
+        found, right, down, down_right, down_left = flat_top_mask(cms)
         members = [right, down, down_right, down_left]
     else:
         found = strict_maxima_mask(cms, threshold)
@@ -125,7 +125,8 @@ def topk_peaks(
     )
     positions = _ordered_topk_positions(scores, k)
     vals = scores.gather(2, positions)
-    valid = vals > empty
+    # The threshold again: flat-top anchors are found at any value.
+    valid = vals > cms.new_full((), threshold)
 
     positions = torch.where(valid, positions, torch.zeros_like(positions))
     # The row of each position by lookup, not ``positions // width``: the dynamo exporter
