@@ -5,6 +5,7 @@ from typing import Optional
 from torch import nn
 
 from ._checks import (
+    check_flat_tops,
     check_patch_size,
     check_refinement,
     check_stride,
@@ -45,3 +46,22 @@ class PeakLayer(nn.Module):
             f"threshold={self.threshold}, refinement={self.refinement!r}, "
             f"patch_size={self.patch_size}, stride={self.stride:g}"
         )
+
+
+class LocalPeakLayer(PeakLayer):
+    """Base of :class:`LocalPeaks` and :class:`TopKPeaks`: adds ``flat_tops``."""
+
+    def __init__(
+        self,
+        threshold: float = 0.2,
+        refinement: Optional[str] = "integral",
+        patch_size: int = 5,
+        stride: float = 1.0,
+        flat_tops: str = "drop",
+    ) -> None:
+        super().__init__(threshold, refinement, patch_size, stride)
+        check_flat_tops(flat_tops)
+        self.flat_tops = flat_tops
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", flat_tops={self.flat_tops!r}"

@@ -12,7 +12,7 @@ from ._checks import (
     check_refinement,
     check_stride,
 )
-from ._layer import PeakLayer
+from ._layer import LocalPeakLayer
 from .flat_tops import flat_top_maxima
 from .integral import integral_offsets
 from .nms import strict_maxima
@@ -83,7 +83,7 @@ def local_peaks(
     return points, vals, sample_inds.to(torch.int32), channel_inds.to(torch.int32)
 
 
-class LocalPeaks(PeakLayer):
+class LocalPeaks(LocalPeakLayer):
     """Every strict local maximum above the threshold. See :func:`local_peaks`.
 
     ``forward(cms (Tensor[S, C, H, W]))`` returns ``points (Tensor[N, 2], float32)``,
@@ -91,24 +91,9 @@ class LocalPeaks(PeakLayer):
     ``channel_inds (Tensor[N], int32)``, ordered by ``(sample, y, x, channel)``.
     """
 
-    def __init__(
-        self,
-        threshold: float = 0.2,
-        refinement: Optional[str] = "integral",
-        patch_size: int = 5,
-        stride: float = 1.0,
-        flat_tops: str = "drop",
-    ) -> None:
-        super().__init__(threshold, refinement, patch_size, stride)
-        check_flat_tops(flat_tops)
-        self.flat_tops = flat_tops
-
     def forward(
         self, cms: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         return local_peaks(
             cms, self.threshold, self.refinement, self.patch_size, self.stride, self.flat_tops
         )
-
-    def extra_repr(self) -> str:
-        return super().extra_repr() + f", flat_tops={self.flat_tops!r}"

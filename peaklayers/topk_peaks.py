@@ -13,7 +13,7 @@ from ._checks import (
     check_stride,
     python_int,
 )
-from ._layer import PeakLayer
+from ._layer import LocalPeakLayer
 from .flat_tops import flat_top_mask, merged_offsets
 from .integral import integral_offsets
 from .nms import strict_maxima_mask
@@ -156,7 +156,7 @@ def topk_peaks(
     return points, vals, valid
 
 
-class TopKPeaks(PeakLayer):
+class TopKPeaks(LocalPeakLayer):
     """The ``k`` highest local peaks of each map in fixed-shape slots. See :func:`topk_peaks`.
 
     ``forward(cms (Tensor[S, C, H, W]))`` returns ``points (Tensor[S, C, k, 2], float32)``,
@@ -172,11 +172,9 @@ class TopKPeaks(PeakLayer):
         stride: float = 1.0,
         flat_tops: str = "drop",
     ) -> None:
-        super().__init__(threshold, refinement, patch_size, stride)
+        super().__init__(threshold, refinement, patch_size, stride, flat_tops)
         self.k = python_int(k, "k")
         check_k(self.k)
-        check_flat_tops(flat_tops)
-        self.flat_tops = flat_tops
 
     def forward(self, cms: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return topk_peaks(
@@ -190,4 +188,4 @@ class TopKPeaks(PeakLayer):
         )
 
     def extra_repr(self) -> str:
-        return f"k={self.k}, " + super().extra_repr() + f", flat_tops={self.flat_tops!r}"
+        return f"k={self.k}, " + super().extra_repr()
