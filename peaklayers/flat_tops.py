@@ -54,10 +54,8 @@ def _linked(
     return _at(links[which], dy, dx, 1, lefts[which], size[0], size[1])
 
 
-def _anchors(
-    padded: torch.Tensor, height: int, width: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Anchors (first pixels) of the flat tops that make a peak, and their members.
+def _anchors(padded: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Anchors (first pixels) of the flat tops that make a peak.
 
     Args:
         padded (Tensor[..., height + 3, width + 4]): maps padded with ``-inf``: 1 row
@@ -65,9 +63,7 @@ def _anchors(
         height, width (int): size of the maps inside the padding.
 
     Returns:
-        anchor (Tensor[..., height, width], bool), and whether the pixel to the right,
-        below, below-right and below-left belongs to the anchor's flat top (same
-        shape, bool; meaningful where ``anchor``).
+        Tensor[..., height, width], bool.
     """
     size = (height, width)
     links, lefts = _links(padded)
@@ -75,51 +71,54 @@ def _anchors(
 
     # Maps over the pixels a flat top's members can be, rows 0..H and columns -1..W
     # (pixel (y, x) at [y, x + 1]). "higher": some neighbour exceeds the pixel (its 3x3
-    # max, centre included, is not itself). The three "equal ..." maps: the pixel equals
-    # one of its 3 neighbours on that side.
+    # max, centre included, is not itself).
     rows3 = torch.maximum(torch.maximum(padded[..., :-2], padded[..., 1:-1]), padded[..., 2:])
     max3 = torch.maximum(torch.maximum(rows3[..., :-2, :], rows3[..., 1:-1, :]), rows3[..., 2:, :])
     higher = max3 != padded[..., 1:-1, 1:-1]
+    # Whether a member of a flat top sitting right of, below, below-right or below-left
+    # of the anchor breaks the top: it has a higher neighbour, or an equal one outside
+    # the 2x2 block (on its right side, below it, or on its left side). Its other
+    # neighbours are the anchor's: any equal one there is a member or was rejected.
     region = (height + 1, width + 2)
-    equal_right = (
-        _linked(links, lefts, RIGHT, 0, -1, region)
-        | _linked(links, lefts, DOWN_RIGHT, 0, -1, region)
-        | _linked(links, lefts, DOWN_LEFT, -1, 0, region)
-    )
     equal_below = (
         _linked(links, lefts, DOWN, 0, -1, region)
         | _linked(links, lefts, DOWN_RIGHT, 0, -1, region)
         | _linked(links, lefts, DOWN_LEFT, 0, -1, region)
     )
-    equal_left = (
-        _linked(links, lefts, RIGHT, 0, -2, region)
+    right_breaks = (
+        higher
+        | _linked(links, lefts, RIGHT, 0, -1, region)
+        | _linked(links, lefts, DOWN_RIGHT, 0, -1, region)
+        | _linked(links, lefts, DOWN_LEFT, -1, 0, region)
+    )
+    below_breaks = higher | equal_below
+    below_right_breaks = right_breaks | equal_below
+    below_left_breaks = (
+        below_breaks
+        | _linked(links, lefts, RIGHT, 0, -2, region)
         | _linked(links, lefts, DOWN_RIGHT, -1, -2, region)
-        | _linked(links, lefts, DOWN_LEFT, 0, -1, region)
     )
 
     right = _linked(links, lefts, RIGHT, 0, 0, size)
     down = _linked(links, lefts, DOWN, 0, 0, size)
     down_right = _linked(links, lefts, DOWN_RIGHT, 0, 0, size)
     down_left = _linked(links, lefts, DOWN_LEFT, 0, 0, size)
-    # The anchor is flat and the first pixel of its flat top (no equal neighbour
-    # before it in row-major order); the top fits in a 2x2 block (not three columns
-    # wide); every member is flat and equals no neighbour outside the top.
+    # The anchor is flat and the first pixel of its flat top (no equal neighbour before
+    # it in row-major order); a top with the pixel below-left fits in a 2x2 block only
+    # without the pixels right and below-right; no member breaks it.
     rejected = (
         _region(higher, 0, 0, size)
         | _linked(links, lefts, RIGHT, 0, -1, size)
         | _linked(links, lefts, DOWN_RIGHT, -1, -1, size)
         | _linked(links, lefts, DOWN, -1, 0, size)
         | _linked(links, lefts, DOWN_LEFT, -1, 1, size)
-        | (down_left & (right | down_right))
-        | (right & (_region(higher, 0, 1, size) | _region(equal_right, 0, 1, size)))
-        | (down & (_region(higher, 1, 0, size) | _region(equal_below, 1, 0, size)))
-        | (down_right & (_region(higher, 1, 1, size) | _region(equal_right, 1, 1, size)
-                         | _region(equal_below, 1, 1, size)))
-        | (down_left & (_region(higher, 1, -1, size) | _region(equal_left, 1, -1, size)
-                        | _region(equal_below, 1, -1, size)))
+        | (down_left & (right | down_right | _region(below_left_breaks, 1, -1, size)))
+        | (right & _region(right_breaks, 0, 1, size))
+        | (down & _region(below_breaks, 1, 0, size))
+        | (down_right & _region(below_right_breaks, 1, 1, size))
     )
     # No threshold here: both callers apply it to far fewer values (see them).
-    return ~rejected, right, down, down_right, down_left
+    return ~rejected
 
 
 def _region(t: torch.Tensor, dy: int, dx: int, size: tuple[int, int]) -> torch.Tensor:
@@ -127,26 +126,29 @@ def _region(t: torch.Tensor, dy: int, dx: int, size: tuple[int, int]) -> torch.T
     return _at(t, dy, dx, 0, 1, size[0], size[1])
 
 
-def merged_offsets(
-    right: torch.Tensor, down: torch.Tensor, down_right: torch.Tensor, down_left: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
+def merged_offsets(neighbours: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean of a flat top's pixel coordinates, relative to its anchor.
 
+    The members of an anchor's flat top are its equal neighbours right, below-left,
+    below and below-right (the rule admits no other).
+
     Args:
-        right, down, down_right, down_left (Tensor[N], bool): members of each flat top.
+        neighbours (Tensor[N, 2, 3]): the pixels at rows 0..1 and columns -1..1 from
+            each anchor (the anchor at ``[:, 0, 1]``), any floating dtype.
 
     Returns:
         (dx, dy) (Tensor[N], float32 each).
     """
-    r, d = right.to(torch.float32), down.to(torch.float32)
-    dr, dl = down_right.to(torch.float32), down_left.to(torch.float32)
-    count = 1.0 + r + d + dr + dl
-    return (r + dr - dl) / count, (d + dr + dl) / count
+    anchor = neighbours[:, :1, 1:2]
+    member = (neighbours == anchor).to(torch.float32)
+    right, below_left, down, below_right = (
+        member[:, 0, 2], member[:, 1, 0], member[:, 1, 1], member[:, 1, 2]
+    )
+    count = 1.0 + right + below_left + down + below_right
+    return (right + below_right - below_left) / count, (below_left + down + below_right) / count
 
 
-def flat_top_mask(
-    cms: torch.Tensor,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def flat_top_mask(cms: torch.Tensor) -> torch.Tensor:
     """Dense anchors of the flat-top peaks, at any value (no data-dependent shape).
 
     The threshold is left to the caller: the top-K layer compares only the values of
@@ -157,8 +159,7 @@ def flat_top_mask(
         cms (Tensor[S, C, H, W]): confidence maps, floating point.
 
     Returns:
-        anchor, right, down, down_right, down_left (Tensor[S, C, H, W], bool each): see
-        :func:`_anchors`.
+        Tensor[S, C, H, W], bool: the anchors (see :func:`_anchors`).
     """
     height, width = cms.shape[2], cms.shape[3]
     # The rule looks at rows -1..2 and columns -2..2 around an anchor.
@@ -189,9 +190,6 @@ def flat_top_maxima(
     row_steps = torch.arange(-1, 3, device=cms.device)  # the padding of flat_top_mask
     col_steps = torch.arange(-2, 3, device=cms.device)
     windows = pixel_windows(cms, map_inds, cols, ys, row_steps, col_steps, float("-inf"))
-    anchor, right, down, down_right, down_left = _anchors(windows, 1, 1)
-    keep = anchor[:, 0, 0]
-    dx, dy = merged_offsets(
-        right[keep, 0, 0], down[keep, 0, 0], down_right[keep, 0, 0], down_left[keep, 0, 0]
-    )
+    keep = _anchors(windows, 1, 1)[:, 0, 0]
+    dx, dy = merged_offsets(windows[keep, 1:3, 1:4])
     return rows[keep], cols[keep], dx, dy

@@ -14,6 +14,7 @@ from ._checks import (
     python_int,
 )
 from ._layer import LocalPeakLayer
+from ._windows import pixel_windows
 from .flat_tops import flat_top_mask, merged_offsets
 from .integral import integral_offsets
 from .nms import strict_maxima_mask
@@ -110,10 +111,8 @@ def topk_peaks(
             + str(height * width + k)
         )
 
-    members: Optional[list[torch.Tensor]] = None  # of each flat top, in "merge" mode
     if flat_tops == "merge":
-        found, right, down, down_right, down_left = flat_top_mask(cms)
-        members = [right, down, down_right, down_left]
+        found = flat_top_mask(cms)
     else:
         found = strict_maxima_mask(cms, threshold)
     empty = cms.new_full((), float("-inf"))
@@ -136,15 +135,19 @@ def topk_peaks(
     ys = rows.reshape(-1)[positions]
     xs = positions - ys * width
     points = torch.stack([xs, ys], dim=-1).to(torch.float32)
-    if members is not None:
-        flags = [_by_map(m).gather(2, positions) for m in members]
-        dx, dy = merged_offsets(flags[0], flags[1], flags[2], flags[3])
-        points = points + torch.stack([dx, dy], dim=-1)
+    map_inds = torch.arange(samples * channels, device=cms.device)
+    map_inds = map_inds[:, None].expand(samples * channels, k).reshape(-1)
+    if flat_tops == "merge":
+        row_steps = torch.arange(2, device=cms.device)
+        col_steps = torch.arange(-1, 2, device=cms.device)
+        neighbours = pixel_windows(
+            cms, map_inds, xs.reshape(-1), ys.reshape(-1), row_steps, col_steps, float("-inf")
+        )
+        dx, dy = merged_offsets(neighbours)
+        points = points + torch.stack([dx, dy], dim=-1).reshape(samples, channels, k, 2)
         centres = torch.floor(points).to(torch.int64)  # crops stay on the pixel grid
         xs, ys = centres[..., 0], centres[..., 1]
     if refinement is not None:  # "integral", checked above
-        map_inds = torch.arange(samples * channels, device=cms.device)
-        map_inds = map_inds[:, None].expand(samples * channels, k).reshape(-1)
         offsets = integral_offsets(cms, map_inds, xs.reshape(-1), ys.reshape(-1), patch_size)
         rough = torch.stack([xs, ys], dim=-1).to(torch.float32)
         points = rough + offsets.reshape(samples, channels, k, 2)
