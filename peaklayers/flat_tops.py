@@ -15,7 +15,7 @@ A single strict maximum is the one-pixel case, so ``"merge"`` finds every peak t
 
 The rule is written once, in :func:`_anchors`, on a map padded with ``-inf``; the
 top-K layer applies it densely (:func:`flat_top_mask`), the local layer only to the
-pixels no neighbour exceeds (:func:`flat_top_maxima`), through 4 x 5 windows.
+pixels no neighbour exceeds (:func:`flat_top_maxima`), through 6 x 7 windows.
 """
 
 import torch
@@ -30,100 +30,83 @@ def _at(t: torch.Tensor, dy: int, dx: int, top: int, left: int, height: int, wid
     return t[..., top + dy : top + dy + height, left + dx : left + dx + width]
 
 
-def _links(padded: torch.Tensor) -> tuple[list[torch.Tensor], list[int]]:
-    """Whether each pixel equals its neighbour to the right, below, below-right and
-    below-left, and the column of pixel ``x = 0`` in each map (row ``y = 0`` is 1).
+def _max3(t: torch.Tensor) -> torch.Tensor:
+    """3x3 maximum, centre included, of every pixel of ``t`` but its 1-pixel border.
 
-    Every equality the rule needs is one of these: it only ever compares a pixel of a
-    flat top (value ``v``) with a neighbour of that pixel.
+    Args:
+        t (Tensor[..., R + 2, K + 2]): floating point.
+
+    Returns:
+        Tensor[..., R, K], same dtype.
     """
-    links = [
-        padded[..., :, :-1] == padded[..., :, 1:],
-        padded[..., :-1, :] == padded[..., 1:, :],
-        padded[..., :-1, :-1] == padded[..., 1:, 1:],
-        padded[..., :-1, 1:] == padded[..., 1:, :-1],
-    ]
-    return links, [2, 2, 2, 1]
+    rows = torch.maximum(torch.maximum(t[..., :-2], t[..., 1:-1]), t[..., 2:])
+    return torch.maximum(torch.maximum(rows[..., :-2, :], rows[..., 1:-1, :]), rows[..., 2:, :])
 
 
-def _linked(
-    links: list[torch.Tensor], lefts: list[int], which: int, dy: int, dx: int,
-    size: tuple[int, int],
-) -> torch.Tensor:
-    """Whether the pixel at ``(dy, dx)`` from each pixel equals its ``which`` neighbour."""
-    return _at(links[which], dy, dx, 1, lefts[which], size[0], size[1])
+def _region(t: torch.Tensor, dy: int, dx: int, size: tuple[int, int]) -> torch.Tensor:
+    """The view at ``(dy, dx)`` from each pixel of a map over rows 0..H, columns -1..W."""
+    return _at(t, dy, dx, 0, 1, size[0], size[1])
 
 
 def _anchors(padded: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """Anchors (first pixels) of the flat tops that make a peak.
 
+    Two facts keep this to two comparisons of values per pixel. A pixel is "flat" when
+    no neighbour is higher; two neighbouring flat pixels are each at least the other,
+    so equal: which pixels form a flat top is read off the boolean flat map. And a flat
+    top fails when one of its pixels is "broken": not flat, or equal to a neighbour
+    that is not flat (through which the top reaches a higher pixel).
+
     Args:
-        padded (Tensor[..., height + 3, width + 4]): maps padded with ``-inf``: 1 row
-            above, 2 below and 2 columns on each side.
+        padded (Tensor[..., height + 5, width + 6]): maps padded with ``-inf``: 2 rows
+            above, 3 below and 3 columns on each side.
         height, width (int): size of the maps inside the padding.
 
     Returns:
         Tensor[..., height, width], bool.
     """
     size = (height, width)
-    links, lefts = _links(padded)
-    RIGHT, DOWN, DOWN_RIGHT, DOWN_LEFT = 0, 1, 2, 3  # indices into links
+    # Over rows -1..H+1 and columns -2..W+1 (pixel (y, x) at [y + 1, x + 2]).
+    inner = padded[..., 1:-1, 1:-1]
+    flat = inner >= _max3(padded)
+    # Over rows 0..H and columns -1..W, the region of a flat top's members: the 3x3 max
+    # of the steep pixels' values (flat ones count as -inf, the pixel itself included,
+    # so a pixel that is not flat is broken by its own value).
+    steep = torch.where(flat, padded.new_full((), float("-inf")), inner)
+    broken = _max3(steep) >= padded[..., 2:-2, 2:-2]
+    # Any flat pixel among three in a row (origin (-1, -1)) or in a column (origin (0, -2)).
+    flat_in_row = flat[..., :-2] | flat[..., 1:-1] | flat[..., 2:]
+    flat_in_column = flat[..., :-2, :] | flat[..., 1:-1, :] | flat[..., 2:, :]
+    # A member breaks the top if it is broken or a flat pixel touches it from outside
+    # the top's 2x2 block (that pixel is equal to it: the top would be wider). Its other
+    # neighbours are the anchor's: an equal one there is a member or was rejected.
+    flat_right = flat_in_column[..., :, 2:]  # the three pixels right of each pixel
+    flat_below = flat_in_row[..., 2:, :]
+    flat_left = flat_in_column[..., :, :-2]
+    breaks_right = broken | flat_right
+    breaks_down = broken | flat_below
+    breaks_down_right = breaks_right | flat_below
+    breaks_down_left = breaks_down | flat_left
 
-    # Maps over the pixels a flat top's members can be, rows 0..H and columns -1..W
-    # (pixel (y, x) at [y, x + 1]). "higher": some neighbour exceeds the pixel (its 3x3
-    # max, centre included, is not itself).
-    rows3 = torch.maximum(torch.maximum(padded[..., :-2], padded[..., 1:-1]), padded[..., 2:])
-    max3 = torch.maximum(torch.maximum(rows3[..., :-2, :], rows3[..., 1:-1, :]), rows3[..., 2:, :])
-    higher = max3 != padded[..., 1:-1, 1:-1]
-    # Whether a member of a flat top sitting right of, below, below-right or below-left
-    # of the anchor breaks the top: it has a higher neighbour, or an equal one outside
-    # the 2x2 block (on its right side, below it, or on its left side). Its other
-    # neighbours are the anchor's: any equal one there is a member or was rejected.
-    region = (height + 1, width + 2)
-    equal_below = (
-        _linked(links, lefts, DOWN, 0, -1, region)
-        | _linked(links, lefts, DOWN_RIGHT, 0, -1, region)
-        | _linked(links, lefts, DOWN_LEFT, 0, -1, region)
-    )
-    right_breaks = (
-        higher
-        | _linked(links, lefts, RIGHT, 0, -1, region)
-        | _linked(links, lefts, DOWN_RIGHT, 0, -1, region)
-        | _linked(links, lefts, DOWN_LEFT, -1, 0, region)
-    )
-    below_breaks = higher | equal_below
-    below_right_breaks = right_breaks | equal_below
-    below_left_breaks = (
-        below_breaks
-        | _linked(links, lefts, RIGHT, 0, -2, region)
-        | _linked(links, lefts, DOWN_RIGHT, -1, -2, region)
-    )
-
-    right = _linked(links, lefts, RIGHT, 0, 0, size)
-    down = _linked(links, lefts, DOWN, 0, 0, size)
-    down_right = _linked(links, lefts, DOWN_RIGHT, 0, 0, size)
-    down_left = _linked(links, lefts, DOWN_LEFT, 0, 0, size)
-    # The anchor is flat and the first pixel of its flat top (no equal neighbour before
-    # it in row-major order); a top with the pixel below-left fits in a 2x2 block only
-    # without the pixels right and below-right; no member breaks it.
+    # The members: flat neighbours right, below, below-right and below-left.
+    right = _at(flat, 0, 1, 1, 2, height, width)
+    down = _at(flat, 1, 0, 1, 2, height, width)
+    down_right = _at(flat, 1, 1, 1, 2, height, width)
+    down_left = _at(flat, 1, -1, 1, 2, height, width)
+    # The anchor is unbroken and the first pixel of its top (no flat neighbour left or
+    # above it); a top with the pixel below-left fits in a 2x2 block only without the
+    # pixels right and below-right; no member breaks the top.
+    before = _at(flat, 0, -1, 1, 2, height, width) | _at(flat_in_row, -1, 0, 1, 1, height, width)
     rejected = (
-        _region(higher, 0, 0, size)
-        | _linked(links, lefts, RIGHT, 0, -1, size)
-        | _linked(links, lefts, DOWN_RIGHT, -1, -1, size)
-        | _linked(links, lefts, DOWN, -1, 0, size)
-        | _linked(links, lefts, DOWN_LEFT, -1, 1, size)
-        | (down_left & (right | down_right | _region(below_left_breaks, 1, -1, size)))
-        | (right & _region(right_breaks, 0, 1, size))
-        | (down & _region(below_breaks, 1, 0, size))
-        | (down_right & _region(below_right_breaks, 1, 1, size))
+        _region(broken, 0, 0, size)
+        | before
+        | (down_left & (right | down_right | _region(breaks_down_left, 1, -1, size)))
+        | (right & _region(breaks_right, 0, 1, size))
+        | (down & _region(breaks_down, 1, 0, size))
+        | (down_right & _region(breaks_down_right, 1, 1, size))
     )
     # No threshold here: both callers apply it to far fewer values (see them).
     return ~rejected
-
-
-def _region(t: torch.Tensor, dy: int, dx: int, size: tuple[int, int]) -> torch.Tensor:
-    """The view at ``(dy, dx)`` from each pixel of a map over rows 0..H, columns -1..W."""
-    return _at(t, dy, dx, 0, 1, size[0], size[1])
 
 
 def merged_offsets(neighbours: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -162,8 +145,8 @@ def flat_top_mask(cms: torch.Tensor) -> torch.Tensor:
         Tensor[S, C, H, W], bool: the anchors (see :func:`_anchors`).
     """
     height, width = cms.shape[2], cms.shape[3]
-    # The rule looks at rows -1..2 and columns -2..2 around an anchor.
-    padded = F.pad(cms, (2, 2, 1, 2), value=float("-inf"))
+    # The rule looks at rows -2..3 and columns -3..3 around an anchor.
+    padded = F.pad(cms, (3, 3, 2, 3), value=float("-inf"))
     return _anchors(padded, height, width)
 
 
@@ -187,9 +170,9 @@ def flat_top_maxima(
     rows, cols = hot_row_maxima(cms, threshold, False)
     map_inds = rows // height
     ys = rows - map_inds * height
-    row_steps = torch.arange(-1, 3, device=cms.device)  # the padding of flat_top_mask
-    col_steps = torch.arange(-2, 3, device=cms.device)
+    row_steps = torch.arange(-2, 4, device=cms.device)  # the padding of flat_top_mask
+    col_steps = torch.arange(-3, 4, device=cms.device)
     windows = pixel_windows(cms, map_inds, cols, ys, row_steps, col_steps, float("-inf"))
     keep = _anchors(windows, 1, 1)[:, 0, 0]
-    dx, dy = merged_offsets(windows[keep, 1:3, 1:4])
+    dx, dy = merged_offsets(windows[keep, 2:4, 2:5])
     return rows[keep], cols[keep], dx, dy
