@@ -13,8 +13,8 @@ A wider flat top, or one touching a pixel at least as high outside it, gives no 
 A single strict maximum is the one-pixel case, so ``"merge"`` finds every peak that
 ``"drop"`` finds. Values must be strictly above the threshold, as for any local peak.
 
-The rule is written once, in :func:`_anchors`, on a map padded with ``-inf``; the
-top-K layer applies it densely (:func:`flat_top_mask`), the local layer only to the
+The rule is written once, in :func:`_rejected`, on a map padded with ``-inf``; the
+top-K layer applies it densely (:func:`flat_top_rejected`), the local layer only to the
 pixels no neighbour exceeds (:func:`flat_top_maxima`), through 6 x 7 windows.
 """
 
@@ -48,8 +48,8 @@ def _region(t: torch.Tensor, dy: int, dx: int, size: tuple[int, int]) -> torch.T
     return _at(t, dy, dx, 0, 1, size[0], size[1])
 
 
-def _anchors(padded: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Anchors (first pixels) of the flat tops that make a peak.
+def _rejected(padded: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Pixels that are not the anchor (first pixel) of a flat top that makes a peak.
 
     Two facts keep this to two comparisons of values per pixel. A pixel is "flat" when
     no neighbour is higher; two neighbouring flat pixels are each at least the other,
@@ -106,7 +106,7 @@ def _anchors(padded: torch.Tensor, height: int, width: int) -> torch.Tensor:
         | (down_right & _region(breaks_down_right, 1, 1, size))
     )
     # No threshold here: both callers apply it to far fewer values (see them).
-    return ~rejected
+    return rejected
 
 
 def merged_offsets(neighbours: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -131,8 +131,9 @@ def merged_offsets(neighbours: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
     return (right + below_right - below_left) / count, (below_left + down + below_right) / count
 
 
-def flat_top_mask(cms: torch.Tensor) -> torch.Tensor:
-    """Dense anchors of the flat-top peaks, at any value (no data-dependent shape).
+def flat_top_rejected(cms: torch.Tensor) -> torch.Tensor:
+    """Dense mask of the pixels that are NOT flat-top peaks, at any value (no
+    data-dependent shape). Its complement holds the anchors.
 
     The threshold is left to the caller: the top-K layer compares only the values of
     the slots it keeps (an anchor above the threshold always outranks one below it),
@@ -142,12 +143,12 @@ def flat_top_mask(cms: torch.Tensor) -> torch.Tensor:
         cms (Tensor[S, C, H, W]): confidence maps, floating point.
 
     Returns:
-        Tensor[S, C, H, W], bool: the anchors (see :func:`_anchors`).
+        Tensor[S, C, H, W], bool: see :func:`_rejected`.
     """
     height, width = cms.shape[2], cms.shape[3]
     # The rule looks at rows -2..3 and columns -3..3 around an anchor.
     padded = F.pad(cms, (3, 3, 2, 3), value=float("-inf"))
-    return _anchors(padded, height, width)
+    return _rejected(padded, height, width)
 
 
 def flat_top_maxima(
@@ -170,9 +171,9 @@ def flat_top_maxima(
     rows, cols = hot_row_maxima(cms, threshold, False)
     map_inds = rows // height
     ys = rows - map_inds * height
-    row_steps = torch.arange(-2, 4, device=cms.device)  # the padding of flat_top_mask
+    row_steps = torch.arange(-2, 4, device=cms.device)  # the padding of flat_top_rejected
     col_steps = torch.arange(-3, 4, device=cms.device)
     windows = pixel_windows(cms, map_inds, cols, ys, row_steps, col_steps, float("-inf"))
-    keep = _anchors(windows, 1, 1)[:, 0, 0]
+    keep = ~_rejected(windows, 1, 1)[:, 0, 0]
     dx, dy = merged_offsets(windows[keep, 2:4, 2:5])
     return rows[keep], cols[keep], dx, dy

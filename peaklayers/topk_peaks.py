@@ -15,7 +15,7 @@ from ._checks import (
 )
 from ._layer import LocalPeakLayer
 from ._windows import pixel_windows
-from .flat_tops import flat_top_mask, merged_offsets
+from .flat_tops import flat_top_rejected, merged_offsets
 from .integral import integral_offsets
 from .nms import strict_maxima_mask
 
@@ -111,12 +111,11 @@ def topk_peaks(
             + str(height * width + k)
         )
 
-    if flat_tops == "merge":
-        found = flat_top_mask(cms)
-    else:
-        found = strict_maxima_mask(cms, threshold)
     empty = cms.new_full((), float("-inf"))
-    scores = torch.where(found, cms, empty)
+    if flat_tops == "merge":
+        scores = torch.where(flat_top_rejected(cms), empty, cms)
+    else:
+        scores = torch.where(strict_maxima_mask(cms, threshold), cms, empty)
     # k empty slots at the end keep k a constant even when it exceeds H * W.
     scores = torch.cat(
         [_by_map(scores), empty.expand(samples, channels, k)],
