@@ -1,5 +1,6 @@
 """flat_tops="merge": flat tops of up to 2x2 equal pixels become one peak (issue 6)."""
 
+import math
 import warnings
 
 import numpy as np
@@ -103,6 +104,17 @@ def test_at_threshold(dtype):
     assert check_both(cms, 0.29) == 1
 
 
+@pytest.mark.parametrize("name", ["pair-horizontal", "L-no-top-left"])
+def test_infinite_values(name):
+    """+inf tops merge like any other; -inf pixels are never peaks nor members."""
+    cms = flat_top_map(FITS[name], 3, 4, value=float("inf"))
+    cms[0, 0, 7, 1] = float("inf")  # a single +inf pixel: a strict peak in both modes
+    cms[0, 0, 0, :3] = float("-inf")
+    for flat_tops, expected in (("drop", 1), ("merge", 2)):
+        assert check_local(cms, 0.2, None, flat_tops=flat_tops) == expected
+        assert check_topk(cms, 3, 0.2, None, flat_tops=flat_tops) == expected
+
+
 def test_plateau_family():
     assert check_both(cases.plateaus()) == cases.plateaus().shape[1] + 5  # 5 of 7 tops fit
 
@@ -167,3 +179,12 @@ def test_random_plateaus_match_oracle(values, threshold):
     count = check_local(cms, threshold, None, flat_tops="merge")
     assert check_topk(cms, 64, threshold, None, flat_tops="merge") == count
     check_local(cms + 0.05, threshold, "integral", 3, flat_tops="merge")
+
+
+@settings(max_examples=40, deadline=None)
+@given(arrays(np.float64, st.tuples(st.integers(1, 2), st.integers(1, 7), st.integers(1, 7)),
+              elements=st.sampled_from([-math.inf, 0.0, 0.5, math.inf])))
+def test_random_infinite_plateaus_match_oracle(values):
+    cms = torch.from_numpy(values).float()[None]
+    count = check_local(cms, 0.2, None, flat_tops="merge")
+    assert check_topk(cms, 64, 0.2, None, flat_tops="merge") == count
