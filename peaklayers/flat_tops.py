@@ -34,11 +34,17 @@ def _max3(t: torch.Tensor) -> torch.Tensor:
     """3x3 maximum, centre included, of every pixel of ``t`` but its 1-pixel border.
 
     Args:
-        t (Tensor[..., R + 2, K + 2]): floating point.
+        t (Tensor[..., R + 2, K + 2]): floating point, 4-D.
 
     Returns:
         Tensor[..., R, K], same dtype.
     """
+    if not torch.jit.is_scripting():
+        if torch.onnx.is_in_onnx_export():
+            # One MaxPool in ONNX graphs: ONNX Runtime copies every slice below, and
+            # TensorRT and the CUDA provider pool natively. In eager torch on the CPU the
+            # pooling kernel is several times slower than these four maxima.
+            return F.max_pool2d(t, 3, 1)
     rows = torch.maximum(torch.maximum(t[..., :-2], t[..., 1:-1]), t[..., 2:])
     return torch.maximum(torch.maximum(rows[..., :-2, :], rows[..., 1:-1, :]), rows[..., 2:, :])
 
@@ -58,12 +64,12 @@ def _rejected(padded: torch.Tensor, height: int, width: int) -> torch.Tensor:
     that is not flat (through which the top reaches a higher pixel).
 
     Args:
-        padded (Tensor[..., height + 5, width + 6]): maps padded with ``-inf``: 2 rows
+        padded (Tensor[S, C, height + 5, width + 6]): maps padded with ``-inf``: 2 rows
             above, 3 below and 3 columns on each side.
         height, width (int): size of the maps inside the padding.
 
     Returns:
-        Tensor[..., height, width], bool.
+        Tensor[S, C, height, width], bool.
     """
     size = (height, width)
     # Over rows -1..H+1 and columns -2..W+1 (pixel (y, x) at [y + 1, x + 2]).
@@ -174,6 +180,6 @@ def flat_top_maxima(
     row_steps = torch.arange(-2, 4, device=cms.device)  # the padding of flat_top_rejected
     col_steps = torch.arange(-3, 4, device=cms.device)
     windows = pixel_windows(cms, map_inds, cols, ys, row_steps, col_steps, float("-inf"))
-    keep = ~_rejected(windows, 1, 1)[:, 0, 0]
+    keep = ~_rejected(windows[:, None], 1, 1)[:, 0, 0, 0]
     dx, dy = merged_offsets(windows[keep, 2:4, 2:5])
     return rows[keep], cols[keep], dx, dy

@@ -62,6 +62,7 @@ CUDA_EP = {
     "Less": (9, 0, _CMP),
     "LessOrEqual": (12, 0, _CMP),
     "Max": (12, 0, {"bfloat16"} | _CMP),
+    "MaxPool": (1, 0, {"double", "float", "float16", "int8", "uint8"}),  # flat tops
     "Min": (12, 0, {"bfloat16"} | _CMP),
     "Mod": (10, 0, {"bfloat16"} | _CMP),
     "Mul": (7, 0, _NUM),
@@ -125,6 +126,7 @@ TENSORRT = {
     "Less": _TRT_FI,
     "LessOrEqual": _TRT_FI,
     "Max": _TRT_FI,
+    "MaxPool": _TRT_F,  # 2-D or 3-D pooling, no `Indices` output, `dilations` all ones
     "Min": _TRT_FI,
     "Mod": _TRT_FI,
     "Mul": _TRT_FI,
@@ -169,9 +171,10 @@ GRAPHS = [
         ("integral", True, torch.float16),
     ]
 ] + [
-    (kind, exporter, "integral", False, torch.float32, "merge")
+    (kind, exporter, "integral", False, dtype, "merge")
     for kind in ("local", "topk")
     for exporter in EXPORTERS
+    for dtype in (torch.float32, torch.float16)
 ]
 
 
@@ -282,6 +285,14 @@ def tensorrt_problems(model):
         if index is not None and index < len(node.input) and node.input[index]:
             if node.input[index] not in constants:
                 problems.append(f"{node.op_type}: input {index} is not a constant")
+        if node.op_type == "MaxPool":
+            attrs = {a.name: list(a.ints) for a in node.attribute}
+            if len(node.output) > 1 and node.output[1]:
+                problems.append("MaxPool with an Indices output")
+            if len(attrs.get("kernel_shape", [])) not in (2, 3):
+                problems.append("MaxPool that is not 2-D or 3-D")
+            if any(d != 1 for d in attrs.get("dilations", [])):
+                problems.append("MaxPool with dilations")
         if node.op_type == "TopK":
             attrs = {a.name: a.i for a in node.attribute}
             if attrs.get("sorted", 1) != 1:
