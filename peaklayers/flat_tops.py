@@ -13,14 +13,16 @@ A wider flat top, or one touching a pixel at least as high outside it, gives no 
 A single strict maximum is the one-pixel case, so ``"merge"`` finds every peak that
 ``"drop"`` finds. Values must be strictly above the threshold, as for any local peak.
 
-The rule is written once, in :func:`_rejected`, on a map padded with ``-inf``; the
-top-K layer applies it densely (:func:`flat_top_rejected`), the local layer only to the
-pixels no neighbour exceeds (:func:`flat_top_maxima`), through 6 x 7 windows.
+The rule is written once, in :func:`_flat_and_broken` and :func:`_rejected`, on maps
+padded with ``-inf``. The top-K layer applies it densely (:func:`flat_top_rejected`),
+the local layer only to the pixels no neighbour exceeds (:func:`flat_top_maxima`),
+through 6 x 7 windows.
 """
 
 import torch
 import torch.nn.functional as F
 
+from ._bits import pack_maps, unpack_maps
 from ._windows import pixel_windows
 from .nms import hot_row_maxima
 
@@ -54,38 +56,53 @@ def _region(t: torch.Tensor, dy: int, dx: int, size: tuple[int, int]) -> torch.T
     return _at(t, dy, dx, 0, 1, size[0], size[1])
 
 
-def _rejected(padded: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Pixels that are not the anchor (first pixel) of a flat top that makes a peak.
+def _flat_and_broken(padded: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The two maps the rule reads, with the only comparisons of values it needs.
 
-    Two facts keep this to two comparisons of values per pixel. A pixel is "flat" when
-    no neighbour is higher; two neighbouring flat pixels are each at least the other,
-    so equal: which pixels form a flat top is read off the boolean flat map. And a flat
-    top fails when one of its pixels is "broken": not flat, or equal to a neighbour
-    that is not flat (through which the top reaches a higher pixel).
+    A pixel is "flat" when no neighbour is higher. Two neighbouring flat pixels are each
+    at least the other, so equal: which pixels form a flat top is read off the flat map.
+    A pixel is "broken" when it is not flat, or equals a neighbour that is not flat
+    (through which its flat top reaches a higher pixel).
 
     Args:
-        padded (Tensor[S, C, height + 5, width + 6]): maps padded with ``-inf``: 2 rows
-            above, 3 below and 3 columns on each side.
-        height, width (int): size of the maps inside the padding.
+        padded (Tensor[S, C, H + 5, W + 6]): maps padded with ``-inf``: 2 rows above, 3
+            below and 3 columns on each side.
 
     Returns:
-        Tensor[S, C, height, width], bool.
+        flat (Tensor[S, C, H + 3, W + 4], bool): over rows -1..H+1, columns -2..W+1.
+        broken (Tensor[S, C, H + 1, W + 2], bool): over rows 0..H, columns -1..W.
     """
-    size = (height, width)
-    # Over rows -1..H+1 and columns -2..W+1 (pixel (y, x) at [y + 1, x + 2]).
     inner = padded[..., 1:-1, 1:-1]
     flat = inner >= _max3(padded)
-    # Over rows 0..H and columns -1..W, the region of a flat top's members: the 3x3 max
-    # of the steep pixels' values (flat ones count as -inf, the pixel itself included,
-    # so a pixel that is not flat is broken by its own value).
+    # The 3x3 max of the steep pixels' values: flat ones count as -inf, the pixel itself
+    # included, so a pixel that is not flat is broken by its own value.
     steep = torch.where(flat, padded.new_full((), float("-inf")), inner)
     broken = _max3(steep) >= padded[..., 2:-2, 2:-2]
+    return flat, broken
+
+
+def _rejected(flat: torch.Tensor, broken: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Pixels that are not the anchor (first pixel) of a flat top that makes a peak.
+
+    Only ``|`` and ``&`` on shifted views, so it runs on boolean maps or on maps packed
+    eight to a byte (:mod:`peaklayers._bits`) alike.
+
+    Args:
+        flat, broken (Tensor[..., H + 3, W + 4] and Tensor[..., H + 1, W + 2]): see
+            :func:`_flat_and_broken`; bool, or uint8 holding packed maps.
+        height, width (int): ``H`` and ``W``.
+
+    Returns:
+        Tensor[..., height, width], dtype of ``flat``.
+    """
+    size = (height, width)
     # Any flat pixel among three in a row (origin (-1, -1)) or in a column (origin (0, -2)).
     flat_in_row = flat[..., :-2] | flat[..., 1:-1] | flat[..., 2:]
     flat_in_column = flat[..., :-2, :] | flat[..., 1:-1, :] | flat[..., 2:, :]
     # A member breaks the top if it is broken or a flat pixel touches it from outside
     # the top's 2x2 block (that pixel is equal to it: the top would be wider). Its other
     # neighbours are the anchor's: an equal one there is a member or was rejected.
+    # These maps cover rows 0..H and columns -1..W.
     flat_right = flat_in_column[..., :, 2:]  # the three pixels right of each pixel
     flat_below = flat_in_row[..., 2:, :]
     flat_left = flat_in_column[..., :, :-2]
@@ -103,7 +120,8 @@ def _rejected(padded: torch.Tensor, height: int, width: int) -> torch.Tensor:
     # above it); a top with the pixel below-left fits in a 2x2 block only without the
     # pixels right and below-right; no member breaks the top.
     before = _at(flat, 0, -1, 1, 2, height, width) | _at(flat_in_row, -1, 0, 1, 1, height, width)
-    rejected = (
+    # No threshold here: both callers apply it to far fewer values (see them).
+    return (
         _region(broken, 0, 0, size)
         | before
         | (down_left & (right | down_right | _region(breaks_down_left, 1, -1, size)))
@@ -111,8 +129,6 @@ def _rejected(padded: torch.Tensor, height: int, width: int) -> torch.Tensor:
         | (down & _region(breaks_down, 1, 0, size))
         | (down_right & _region(breaks_down_right, 1, 1, size))
     )
-    # No threshold here: both callers apply it to far fewer values (see them).
-    return rejected
 
 
 def merged_offsets(neighbours: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -151,10 +167,17 @@ def flat_top_rejected(cms: torch.Tensor) -> torch.Tensor:
     Returns:
         Tensor[S, C, H, W], bool: see :func:`_rejected`.
     """
+    samples, channels = cms.shape[0], cms.shape[1]
     height, width = cms.shape[2], cms.shape[3]
     # The rule looks at rows -2..3 and columns -3..3 around an anchor.
-    padded = F.pad(cms, (3, 3, 2, 3), value=float("-inf"))
-    return _rejected(padded, height, width)
+    flat, broken = _flat_and_broken(F.pad(cms, (3, 3, 2, 3), value=float("-inf")))
+    if not torch.jit.is_scripting():
+        if torch.jit.is_tracing() or torch.compiler.is_compiling():
+            return _rejected(flat, broken, height, width)  # graphs keep plain booleans
+    # Eagerly, the boolean part runs on maps packed eight to a byte: its passes move
+    # memory and hardly compute, so this makes it several times cheaper.
+    rejected = _rejected(pack_maps(flat), pack_maps(broken), height, width)
+    return unpack_maps(rejected, samples, channels)
 
 
 def flat_top_maxima(
@@ -180,6 +203,7 @@ def flat_top_maxima(
     row_steps = torch.arange(-2, 4, device=cms.device)  # the padding of flat_top_rejected
     col_steps = torch.arange(-3, 4, device=cms.device)
     windows = pixel_windows(cms, map_inds, cols, ys, row_steps, col_steps, float("-inf"))
-    keep = ~_rejected(windows[:, None], 1, 1)[:, 0, 0, 0]
+    flat, broken = _flat_and_broken(windows[:, None])
+    keep = ~_rejected(flat, broken, 1, 1)[:, 0, 0, 0]
     dx, dy = merged_offsets(windows[keep, 2:4, 2:5])
     return rows[keep], cols[keep], dx, dy
