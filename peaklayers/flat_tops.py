@@ -36,17 +36,11 @@ def _max3(t: torch.Tensor) -> torch.Tensor:
     """3x3 maximum, centre included, of every pixel of ``t`` but its 1-pixel border.
 
     Args:
-        t (Tensor[..., R + 2, K + 2]): floating point, 4-D.
+        t (Tensor[..., R + 2, K + 2]): floating point.
 
     Returns:
         Tensor[..., R, K], same dtype.
     """
-    if not torch.jit.is_scripting():
-        if torch.onnx.is_in_onnx_export():
-            # One MaxPool in ONNX graphs: ONNX Runtime copies every slice below, and
-            # TensorRT and the CUDA provider pool natively. In eager torch on the CPU the
-            # pooling kernel is several times slower than these four maxima.
-            return F.max_pool2d(t, 3, 1)
     rows = torch.maximum(torch.maximum(t[..., :-2], t[..., 1:-1]), t[..., 2:])
     return torch.maximum(torch.maximum(rows[..., :-2, :], rows[..., 1:-1, :]), rows[..., 2:, :])
 
@@ -72,6 +66,9 @@ def _flat_and_broken(padded: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         flat (Tensor[S, C, H + 3, W + 4], bool): over rows -1..H+1, columns -2..W+1.
         broken (Tensor[S, C, H + 1, W + 2], bool): over rows 0..H, columns -1..W.
     """
+    if not torch.jit.is_scripting():
+        if torch.onnx.is_in_onnx_export():
+            return _flat_and_broken_pooled(padded)
     inner = padded[..., 1:-1, 1:-1]
     flat = inner >= _max3(padded)
     # The 3x3 max of the steep pixels' values: flat ones count as -inf, the pixel itself
@@ -79,6 +76,18 @@ def _flat_and_broken(padded: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     steep = torch.where(flat, padded.new_full((), float("-inf")), inner)
     broken = _max3(steep) >= padded[..., 2:-2, 2:-2]
     return flat, broken
+
+
+def _flat_and_broken_pooled(padded: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`_flat_and_broken` as ONNX graphs compute it: the same maps, from two
+    ``MaxPool`` over the whole padded maps and no slice of a float map (ONNX Runtime
+    copies every slice; TensorRT and the CUDA provider pool natively). Eager torch keeps
+    the shifted maxima: its CPU pooling kernel is several times slower.
+    """
+    flat = padded >= F.max_pool2d(padded, 3, 1, 1)
+    steep = torch.where(flat, padded.new_full((), float("-inf")), padded)
+    broken = F.max_pool2d(steep, 3, 1, 1) >= padded
+    return flat[..., 1:-1, 1:-1], broken[..., 2:-2, 2:-2]
 
 
 def _rejected(flat: torch.Tensor, broken: torch.Tensor, height: int, width: int) -> torch.Tensor:
