@@ -529,6 +529,7 @@ def export_onnx(
         inputs, names = _check_names(output_names, signature, input_name, len(examples))
         exported = _scripted_for_tracer(model, dynamo)
         path.parent.mkdir(parents=True, exist_ok=True)
+        common = {"opset_version": opset, "input_names": list(inputs), "output_names": list(names)}
         if dynamo:
             _with_dims(
                 lambda dims: torch.onnx.export(
@@ -536,12 +537,10 @@ def export_onnx(
                     examples,
                     str(path),
                     dynamo=True,
-                    opset_version=opset,
-                    input_names=list(inputs),
-                    output_names=list(names),
                     dynamic_shapes=dims,
                     external_data=False,
                     verbose=False,
+                    **common,
                 ),
                 len(examples),
             )
@@ -568,10 +567,8 @@ def export_onnx(
                     examples,
                     str(path),
                     dynamo=False,
-                    opset_version=opset,
-                    input_names=list(inputs),
-                    output_names=list(names),
                     dynamic_axes=_dynamic_axes(signature, inputs, names),
+                    **common,
                     **options,
                 )
 
