@@ -17,11 +17,11 @@ from .common import step, write_json
 from .formats import Job, effective_opset
 from .graphs import compose
 from .peaks_io import peak_rows
-from .pipeline import TritonOptions, eager_backend, export_verify_write
 from .png import PART_COLOURS, draw_circle, draw_cross, write_png
 from .report import metadata
 from .run import instances
 from .settings import LayerSettings
+from .steps import TritonOptions, eager_backend, export_verify_write
 
 INPUT_NAME = "images"
 # (batch, height, width) of the verification inputs; the first is also the export example.

@@ -21,10 +21,10 @@ from . import loaders, onnx_append
 from .common import ToolError, step
 from .formats import METADATA_KEY, Job, effective_opset
 from .graphs import compose, head_outputs
-from .pipeline import TritonOptions, export_verify_write
 from .report import metadata
 from .sessions import open_peak_session
 from .settings import LayerSettings
+from .steps import TritonOptions, export_verify_write
 
 DEFAULT_SIZE = 64  # for dynamic height/width of an ONNX input
 

@@ -8,7 +8,7 @@ from typing import Optional
 from torch import nn
 
 import peaklayers
-from peaklayers.class_maps import ClassMapLookup
+from peaklayers.ops.class_maps import ClassMapLookup
 
 from .common import ToolError
 

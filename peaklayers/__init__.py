@@ -1,19 +1,54 @@
 """Exportable peak finding, sub-pixel refinement and identity layers for pose models.
 
-See SPEC.md (shared with the project) for the behaviour every layer is held to.
+Three tiers, each a subpackage (see SPEC.md, shared with the project, for the behaviour):
+
+- :mod:`peaklayers.ops`: the graph ops, pure torch, imported here;
+- :mod:`peaklayers.exporting`: :func:`export_onnx`, :func:`export_program` (onnx);
+- :mod:`peaklayers.serving`: ONNX Runtime sessions and host-side identity grouping
+  (onnxruntime, numpy, scipy), public as :mod:`peaklayers.runtime` and
+  :mod:`peaklayers.identity`.
+
+``import peaklayers`` loads torch and the ops only; the other tiers load when first used.
 """
 
-from . import functional, identity
-from .class_maps import ClassMapLookup, class_probabilities
-from .exporting import export_onnx, export_program, output_names_for
-from .global_peaks import GlobalPeaks, global_peaks
-from .integral import integral_offsets
-from .local_peaks import LocalPeaks, local_peaks
-from .nms import strict_maxima, strict_maxima_mask
-from .runtime import PeakSession, ProviderUnavailableError, open_session
-from .topk_peaks import TopKPeaks, topk_peaks
+import importlib
+from typing import Any
+
+from . import functional
+from .ops.class_maps import ClassMapLookup, class_probabilities
+from .ops.global_peaks import GlobalPeaks, global_peaks
+from .ops.integral import integral_offsets
+from .ops.local_peaks import LocalPeaks, local_peaks
+from .ops.nms import strict_maxima, strict_maxima_mask
+from .ops.topk_peaks import TopKPeaks, topk_peaks
 
 __version__ = "0.1.0"
+
+# Attributes loaded on first use: name -> module that defines it.
+_LAZY = {
+    "export_onnx": ".exporting",
+    "export_program": ".exporting",
+    "output_names_for": ".exporting",
+    "PeakSession": ".serving.runtime",
+    "ProviderUnavailableError": ".serving.runtime",
+    "open_session": ".serving.runtime",
+    "identity": ".identity",
+    "runtime": ".runtime",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'peaklayers' has no attribute {name!r}")
+    module = importlib.import_module(_LAZY[name], __name__)
+    value = module if name in ("identity", "runtime") else getattr(module, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "ClassMapLookup",

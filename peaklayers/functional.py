@@ -17,9 +17,9 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from ._checks import check_confmaps
-from .global_peaks import global_peaks
-from .local_peaks import local_peaks
+from .ops._checks import check_confmaps
+from .ops.global_peaks import global_peaks
+from .ops.local_peaks import local_peaks
 
 __all__ = [
     "crop_bboxes",

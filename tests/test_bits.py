@@ -1,4 +1,4 @@
-"""Boolean maps packed eight to a byte (peaklayers._bits)."""
+"""Boolean maps packed eight to a byte (peaklayers.ops._bits)."""
 
 import numpy as np
 import pytest
@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from peaklayers._bits import pack_maps, unpack_maps
+from peaklayers.ops._bits import pack_maps, unpack_maps
 
 
 def masks(max_maps=20):

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import identity_oracle as oracle
-from peaklayers.class_maps import ClassMapLookup, class_probabilities
+from peaklayers.ops.class_maps import ClassMapLookup, class_probabilities
 
 
 def random_points(n, height, width, seed):

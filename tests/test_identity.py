@@ -7,15 +7,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import identity_oracle as oracle
-from peaklayers import assignment
-from peaklayers.class_maps import ClassMapLookup
 from peaklayers.identity import (
     classify_peaks_from_maps,
     get_class_inds_from_vectors,
     group_class_peaks,
     group_instances,
 )
-from peaklayers.topk_peaks import topk_peaks
+from peaklayers.ops.class_maps import ClassMapLookup
+from peaklayers.ops.topk_peaks import topk_peaks
+from peaklayers.serving import assignment
 
 PATHS = {
     "default": {},

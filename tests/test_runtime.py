@@ -17,14 +17,15 @@ import torch
 from onnx import TensorProto, helper
 
 import cases
-from peaklayers import GlobalPeaks, LocalPeaks, TopKPeaks, runtime
-from peaklayers._native_stderr import _native_stderr_captured
+from peaklayers import GlobalPeaks, LocalPeaks, TopKPeaks
 from peaklayers.runtime import (
     ELEMENT_TYPES,
     ProviderFallbackWarning,
     ProviderUnavailableError,
     open_session,
 )
+from peaklayers.serving import runtime
+from peaklayers.serving._native_stderr import _native_stderr_captured
 
 PX = 1e-5  # tolerance of refined points, in map pixels
 EXPORT_SHAPE = (2, 3, 24, 20)

@@ -32,7 +32,6 @@ import itertools
 from functools import lru_cache
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
 #: Largest number of candidate assignments of one bucket scored by enumeration.
 MAX_ENUMERATED = 720
@@ -150,6 +149,8 @@ def _solve_dp(probs: np.ndarray) -> np.ndarray:
 
 def _solve_scipy(probs: np.ndarray) -> np.ndarray:
     """One ``linear_sum_assignment`` per group (large problems only)."""
+    from scipy.optimize import linear_sum_assignment  # the only use of scipy: imported here
+
     groups, n, _ = probs.shape
     result = np.full((groups, n), -1, dtype=np.int64)
     for g in range(groups):

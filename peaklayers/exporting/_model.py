@@ -16,8 +16,8 @@ from typing import Optional
 import torch
 from torch import nn
 
-from ._layer import PeakLayer
-from .class_maps import ClassMapLookup
+from ..ops._layer import PeakLayer
+from ..ops.class_maps import ClassMapLookup
 
 # -- train/eval mode --------------------------------------------------------------------
 #

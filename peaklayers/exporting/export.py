@@ -31,11 +31,11 @@ from typing import TYPE_CHECKING, Optional, TypeVar, Union
 import torch
 from torch import nn
 
-from ._export_model import _eval_mode, _run_recorded, _scripted_for_tracer, _scripted_part
-from ._layer import PeakLayer
-from .global_peaks import GlobalPeaks
-from .local_peaks import LocalPeaks
-from .topk_peaks import TopKPeaks
+from ..ops._layer import PeakLayer
+from ..ops.global_peaks import GlobalPeaks
+from ..ops.local_peaks import LocalPeaks
+from ..ops.topk_peaks import TopKPeaks
+from ._model import _eval_mode, _run_recorded, _scripted_for_tracer, _scripted_part
 
 if TYPE_CHECKING:
     import onnx
@@ -512,7 +512,7 @@ def export_onnx(
     """
     import onnx
 
-    from . import __version__
+    from .. import __version__
 
     model = _check_model(model)
     examples = tuple(_widened(t) for t in _check_examples(example))

@@ -1,5 +1,5 @@
 """Local peaks: every strict local maximum above the threshold (SPEC §1.2, §1.3, §1.5),
-optionally with flat tops merged into one peak (see :mod:`peaklayers.flat_tops`)."""
+optionally with flat tops merged into one peak (see :mod:`peaklayers.ops.flat_tops`)."""
 
 from typing import Optional
 
@@ -26,7 +26,7 @@ def local_peaks(
     stride: float = 1.0,
     flat_tops: str = "drop",
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """All strict local maxima (see :mod:`peaklayers.nms`), optionally refined.
+    """All strict local maxima (see :mod:`peaklayers.ops.nms`), optionally refined.
 
     Peaks are ordered by ``(sample, y, x, channel)``, i.e. row-major over an
     ``(S, H, W, C)`` view of the maps. With ``flat_tops="merge"``, a flat top of up to

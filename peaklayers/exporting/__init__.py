@@ -1,0 +1,14 @@
+"""Exporting: a peak layer, or a model ending in one, to ONNX or ``torch.export``.
+
+:func:`export_onnx` imports onnx when it runs; importing this package does not.
+"""
+
+from .export import DYNAMO_OPSETS, TORCHSCRIPT_OPSETS, export_onnx, export_program, output_names_for
+
+__all__ = [
+    "DYNAMO_OPSETS",
+    "TORCHSCRIPT_OPSETS",
+    "export_onnx",
+    "export_program",
+    "output_names_for",
+]
