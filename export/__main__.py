@@ -13,9 +13,10 @@ import argparse
 import logging
 import sys
 
+from peaklayers.exporting import DYNAMO_OPSETS, TORCHSCRIPT_OPSETS, default_opset
+from peaklayers.serving import PROVIDERS
+
 from .common import ToolError, fail
-from .formats import DEFAULT_OPSET
-from .sessions import PROVIDERS
 from .settings import LAYERS, REFINEMENTS
 
 
@@ -49,8 +50,9 @@ def _export_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--provider", choices=PROVIDERS, default="auto",
                         help="ONNX Runtime provider used for verification (auto)")
     parser.add_argument("--opset", type=int, default=None,
-                        help=f"ONNX opset, 16 or newer (default: {DEFAULT_OPSET}; 18+ for .pt2 "
-                             "models, which use the dynamo exporter)")
+                        help=f"ONNX opset, {TORCHSCRIPT_OPSETS[0]} to {TORCHSCRIPT_OPSETS[-1]} "
+                             f"(default: {default_opset(False)}); .pt2 models use the dynamo "
+                             f"exporter: {DYNAMO_OPSETS[0]} to {DYNAMO_OPSETS[-1]}")
     group = parser.add_argument_group("Triton Inference Server")
     group.add_argument("--triton", metavar="DIR", default=None,
                        help="also write a Triton model repository for the ONNX graph")

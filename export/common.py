@@ -90,6 +90,12 @@ def staged_folder(final: Path) -> Iterator[Path]:
             shutil.rmtree(staging, ignore_errors=True)
 
 
+def first_line(error: BaseException) -> str:
+    """The first line of an error's message (its type name when it has none)."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 def fail(message: str, code: int = 1) -> int:
     print(f"export: error: {message}", file=sys.stderr, flush=True)
     return code

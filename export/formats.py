@@ -18,21 +18,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from peaklayers import export_onnx, export_program
-from peaklayers.exporting import DYNAMO_OPSETS
+from peaklayers.exporting import default_opset, export_onnx, export_program
 
-from .common import ToolError
+from .common import ToolError, first_line
 from .sessions import open_peak_session
 
 METADATA_KEY = "peaklayers.metadata"
-DEFAULT_OPSET = 17  # the library's default for the TorchScript-based exporter
 
 
 def effective_opset(opset: int | None, dynamo: bool) -> int:
     """The opset an export will use: ``opset``, else the library's default for the exporter."""
-    if opset is not None:
-        return opset
-    return DYNAMO_OPSETS[-1] if dynamo else DEFAULT_OPSET
+    return default_opset(dynamo) if opset is None else opset
 
 
 @dataclass
@@ -44,7 +40,7 @@ class Job:
     input_name: str
     output_names: list[str]
     metadata: dict
-    opset: int = DEFAULT_OPSET
+    opset: int = default_opset(dynamo=False)
     dynamo: bool = False
 
     def metadata_json(self) -> str:
@@ -61,16 +57,11 @@ def _quiet(fn: Callable, *args, **kwargs):
         return fn(*args, **kwargs)
 
 
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
-
-
 def save_torchscript(job: Job, path: Path) -> Path:
     try:
         scripted = _quiet(torch.jit.script, job.graph)
     except Exception as error:
-        raise ToolError(f"TorchScript: cannot script the model: {_first_line(error)}") from None
+        raise ToolError(f"TorchScript: cannot script the model: {first_line(error)}") from None
     _quiet(torch.jit.save, scripted, str(path),
            _extra_files={"metadata.json": job.metadata_json()})
     return path
@@ -81,7 +72,7 @@ def save_program(job: Job, path: Path) -> Path:
         program = _quiet(export_program, job.graph, job.example)
     except Exception as error:
         raise ToolError(f"torch.export failed on the model with dynamic batch/height/width: "
-                        f"{_first_line(error)}") from None
+                        f"{first_line(error)}") from None
     torch.export.save(program, str(path), extra_files={"metadata.json": job.metadata_json()})
     return path
 
@@ -94,7 +85,7 @@ def save_onnx(job: Job, path: Path) -> Path:
         _quiet(export_onnx, job.graph, job.example, path, opset=job.opset, dynamo=job.dynamo,
                input_name=job.input_name, output_names=job.output_names, metadata=metadata)
     except Exception as error:
-        raise ToolError(f"ONNX export failed: {_first_line(error)}") from None
+        raise ToolError(f"ONNX export failed: {first_line(error)}") from None
     return path
 
 

@@ -19,12 +19,12 @@ import torch
 
 from . import loaders, onnx_append
 from .common import ToolError, step
-from .formats import METADATA_KEY, Job, effective_opset
+from .formats import METADATA_KEY, Job, effective_opset, torch_backend
 from .graphs import compose, head_outputs
 from .report import metadata
 from .sessions import open_peak_session
 from .settings import LayerSettings
-from .steps import TritonOptions, export_verify_write
+from .steps import TritonOptions, export_verify_write, format_writer
 
 DEFAULT_SIZE = 64  # for dynamic height/width of an ONNX input
 
@@ -92,8 +92,9 @@ def run(path: str, out: str, input_name: str | None = None, input_shape: str | N
     name = input_name or "images"
     meta = _metadata(common, settings, name, shape, "float32", outs, opset)
     job = Job(graph, example, name, settings.output_names(), meta, opset=opset, dynamo=dynamo)
-    return export_verify_write(job, common["out"], inputs, provider, "peaklayers model export",
-                               formats=formats, triton_options=triton_options)
+    return export_verify_write(format_writer(job, formats, common["out"]), torch_backend(graph),
+                               job.output_names, meta, common["out"], inputs, provider,
+                               "peaklayers model export", triton_options=triton_options)
 
 
 def _metadata(common: dict, settings: LayerSettings, name: str, shape: tuple, dtype: str,
@@ -101,7 +102,8 @@ def _metadata(common: dict, settings: LayerSettings, name: str, shape: tuple, dt
     return metadata(source=common["source"], settings=settings, input_name=name,
                     input_shape=["batch", shape[1], "height", "width"], input_dtype=dtype,
                     channels=int(outs[0].shape[1]),
-                    classes=int(outs[1].shape[1]) if settings.class_maps else None, opset=opset)
+                    classes=int(outs[1].shape[1]) if settings.class_maps else None, opset=opset,
+                    maps_dtype=str(outs[0].dtype).removeprefix("torch."))
 
 
 def _dims(model: onnx.ModelProto) -> tuple[str, list]:
@@ -173,16 +175,11 @@ def _from_onnx(model_path: Path, output_name: str | None, class_maps_output: str
     maps = head_maps(inputs[0])
     for x in inputs[1:]:
         head_maps(x)
-    peaks_module = settings.build().eval()
-    lookup = settings.lookup() if settings.class_maps else None
+    peaks = settings.build().eval()
 
     def reference(x: np.ndarray) -> list[np.ndarray]:
-        head_out = [torch.from_numpy(m) for m in head_maps(x)]
-        with torch.no_grad():
-            found = peaks_module(head_out[0])
-            if lookup is not None:
-                sample_inds = found[2] if settings.layer == "local" else None
-                found = (*found, lookup(head_out[1], found[0], sample_inds))
+        with torch.no_grad():  # maps, and class maps with --class-maps
+            found = peaks(*(torch.from_numpy(m) for m in head_maps(x)))
         return [t.numpy() for t in found]
 
     target_opset = max(onnx_append.opset_of(head), 16)
@@ -202,7 +199,6 @@ def _from_onnx(model_path: Path, output_name: str | None, class_maps_output: str
 
     notes = [f"The model's input shape is fixed at {shape}: verified at that shape only."
              ] if len(inputs) == 1 else None
-    job = Job(None, None, name, settings.output_names(), meta)
-    return export_verify_write(job, out, inputs, provider, "peaklayers model export",
-                               formats=(), written=written, reference=reference,
+    return export_verify_write(written, reference, settings.output_names(), meta, out, inputs,
+                               provider, "peaklayers model export",
                                triton_options=triton_options, notes=notes)

@@ -16,7 +16,6 @@ import numpy as np
 import onnx
 import torch
 from onnx import compose, version_converter
-from torch import nn
 
 from peaklayers import export_onnx
 from peaklayers.exporting import TORCHSCRIPT_OPSETS
@@ -26,19 +25,6 @@ from .formats import _quiet
 from .settings import LayerSettings
 
 PREFIX = "peaklayers/"
-
-
-class PeaksAndClasses(nn.Module):
-    """``(confmaps, class_maps)`` → the peak layer's outputs and ``class_probs``."""
-
-    def __init__(self, layer: nn.Module, lookup: nn.Module, local: bool) -> None:
-        super().__init__()
-        self.layer, self.lookup, self.local = layer, lookup, local
-
-    def forward(self, confmaps: torch.Tensor, class_maps: torch.Tensor):
-        outputs = self.layer(confmaps)
-        sample_inds = outputs[2] if self.local else None
-        return (*outputs, self.lookup(class_maps, outputs[0], sample_inds))
 
 
 def opset_of(model: onnx.ModelProto) -> int:
@@ -69,12 +55,11 @@ def peak_graph(settings: LayerSettings, cms: np.ndarray, class_maps: np.ndarray 
     """The peak part alone as ONNX, exported at ``opset`` from the library's modules."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "peaks.onnx"
-        layer = settings.build().eval()
+        module = settings.build().eval()
         try:
             if class_maps is None:
-                module, example, inputs = layer, torch.from_numpy(cms), "confmaps"
+                example, inputs = torch.from_numpy(cms), "confmaps"
             else:
-                module = PeaksAndClasses(layer, settings.lookup(), settings.layer == "local")
                 example = (torch.from_numpy(cms), torch.from_numpy(class_maps))
                 inputs = ("confmaps", "class_maps")
             _quiet(export_onnx, module, example, path, opset=opset, input_name=inputs,

@@ -24,6 +24,7 @@ from .formats import METADATA_KEY
 from .peaks_io import peak_rows, rows_to_csv
 from .png import read_png
 from .sessions import open_peak_session
+from .settings import LAYERS, LayerSettings
 
 
 def read_metadata(path: Path) -> dict:
@@ -41,15 +42,20 @@ def read_metadata(path: Path) -> dict:
     return {}
 
 
-def layer_kind(meta: dict, output_names: list[str]) -> str:
-    if meta.get("layer", {}).get("layer") in ("global", "local", "topk"):
-        return meta["layer"]["layer"]
-    if {"points", "vals", "valid"} <= set(output_names):
-        return "topk"
-    if {"points", "vals", "sample_inds", "channel_inds"} <= set(output_names):
-        return "local"
-    if {"points", "vals"} <= set(output_names):
-        return "global"
+def described_outputs(meta: dict, output_names: list[str]) -> tuple[str, dict[str, list]]:
+    """The peak layer (its ``--layer`` word) and the axes of each output.
+
+    From the tool's metadata when the graph has it; else the graph was exported with the
+    library directly, and its output names tell which layer's description it follows.
+    """
+    if meta.get("layer"):
+        outputs = LayerSettings(**meta["layer"]).outputs()
+        return meta["layer"]["layer"], {o.name: list(o.axes) for o in outputs}
+    by_length = sorted(LAYERS.items(), key=lambda item: -len(item[1].outputs))
+    for word, layer in by_length:
+        names = [o.name for o in layer.outputs]
+        if output_names[:len(names)] == names:
+            return word, {o.name: list(o.axes) for o in layer.outputs}
     raise ToolError(f"{output_names} are not the outputs of a peak graph (points, vals, ...)")
 
 
@@ -91,15 +97,15 @@ def _nan_to_none(value):
     return None if isinstance(value, float) and math.isnan(value) else value
 
 
-def instances(layer: str, outputs: dict, n_samples: int, n_channels: int) -> list:
+def instances(outputs: dict, n_samples: int, n_channels: int) -> list:
     """Host-side identity grouping: per sample, one instance per class."""
+    variable_length = "sample_inds" in outputs  # else fixed slots: sizes from the shapes
     points, point_vals, class_probs = group_instances(
         outputs["points"], outputs["vals"], outputs["class_probs"],
-        sample_inds=outputs.get("sample_inds") if layer == "local" else None,
-        channel_inds=outputs.get("channel_inds") if layer == "local" else None,
+        sample_inds=outputs.get("sample_inds"), channel_inds=outputs.get("channel_inds"),
         valid=outputs.get("valid"),
-        n_samples=n_samples if layer == "local" else None,
-        n_channels=n_channels if layer == "local" else None)
+        n_samples=n_samples if variable_length else None,
+        n_channels=n_channels if variable_length else None)
     return [[{"class": k, "points": _nan_to_none(points[s, k].tolist()),
               "point_vals": _nan_to_none(point_vals[s, k].tolist()),
               "class_probs": _nan_to_none(class_probs[s, k].tolist())}
@@ -141,7 +147,7 @@ def run(model: str, inputs: list[str], provider: str = "auto", save: str | None 
         raise ToolError(f"model file {model_path} does not exist")
     session = open_peak_session(model_path, provider)
     meta = read_metadata(model_path)
-    kind = layer_kind(meta, session.output_names)
+    kind, axes = described_outputs(meta, session.output_names)
     dtype_name, shape = session.inputs[session.input_name]
     channels = shape[1] if len(shape) == 4 and isinstance(shape[1], int) else None
     note = " (CUDA did not load)" if session.fallback_reason else ""
@@ -159,13 +165,13 @@ def run(model: str, inputs: list[str], provider: str = "auto", save: str | None 
         except Exception as error:  # ONNX Runtime refused the input
             text = str(error).strip().splitlines()[0] if str(error).strip() else ""
             raise ToolError(f"{name}: ONNX Runtime failed: {text}") from None
-        rows = peak_rows(kind, outputs)
+        rows = peak_rows(outputs, axes["points"])
         entry = {"file": name, "shape": list(array.shape), "peaks": rows}
         if "class_probs" in outputs:
             n_channels = meta.get("channels") or (
-                int(outputs["points"].shape[1]) if kind != "local" else
-                int(outputs["channel_inds"].max(initial=-1)) + 1)
-            entry["instances"] = instances(kind, outputs, array.shape[0], n_channels)
+                int(outputs["channel_inds"].max(initial=-1)) + 1 if "channel_inds" in outputs
+                else int(outputs["points"].shape[1]))
+            entry["instances"] = instances(outputs, array.shape[0], n_channels)
         result["files"].append(entry)
         log(f"{name} ✓ {array.shape}: {len(rows)} peaks"
             + (f", grouped into {len(entry['instances'][0])} identities per frame"

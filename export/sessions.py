@@ -9,8 +9,6 @@ from peaklayers.runtime import ProviderUnavailableError, open_session
 
 from .common import ToolError
 
-PROVIDERS = ("auto", "cuda", "cpu")
-
 
 def open_peak_session(path: Path, provider: str = "auto"):
     """``peaklayers.runtime.open_session`` with its errors as one-line :class:`ToolError`s.

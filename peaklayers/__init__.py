@@ -20,6 +20,8 @@ from .ops.global_peaks import GlobalPeaks, global_peaks
 from .ops.integral import integral_offsets
 from .ops.local_peaks import LocalPeaks, local_peaks
 from .ops.nms import strict_maxima, strict_maxima_mask
+from .ops.outputs import Output
+from .ops.peaks_with_classes import PeaksWithClasses
 from .ops.topk_peaks import TopKPeaks, topk_peaks
 
 __version__ = "0.1.0"
@@ -54,7 +56,9 @@ __all__ = [
     "ClassMapLookup",
     "GlobalPeaks",
     "LocalPeaks",
+    "Output",
     "PeakSession",
+    "PeaksWithClasses",
     "ProviderUnavailableError",
     "TopKPeaks",
     "class_probabilities",

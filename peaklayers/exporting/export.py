@@ -32,9 +32,6 @@ import torch
 from torch import nn
 
 from ..ops._layer import PeakLayer
-from ..ops.global_peaks import GlobalPeaks
-from ..ops.local_peaks import LocalPeaks
-from ..ops.topk_peaks import TopKPeaks
 from ._model import _eval_mode, _run_recorded, _scripted_for_tracer, _scripted_part
 
 if TYPE_CHECKING:
@@ -43,6 +40,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DYNAMO_OPSETS",
     "TORCHSCRIPT_OPSETS",
+    "default_opset",
     "export_onnx",
     "export_program",
     "output_names_for",
@@ -73,13 +71,6 @@ TORCHSCRIPT_OPSETS = range(_MIN_OPSET, _max_opsets()[0] + 1)
 DYNAMO_OPSETS = range(_DYNAMO_MIN_OPSET, _max_opsets()[1] + 1)
 """Opsets :func:`export_onnx` accepts with ``dynamo=True`` (default: the newest)."""
 
-_OUTPUT_NAMES = {
-    GlobalPeaks: ("points", "vals"),
-    LocalPeaks: ("points", "vals", "sample_inds", "channel_inds"),
-    TopKPeaks: ("points", "vals", "valid"),
-}
-# The size each output's first axis follows: the batch, or the number of peaks.
-_FIRST_AXIS = {GlobalPeaks: "batch", LocalPeaks: "peaks", TopKPeaks: "batch"}
 # The default name of an extra output made by a ClassMapLookup, and of the second input.
 _CLASS_PROBS = "class_probs"
 _EXTRA_INPUT_NAMES = ("class_maps",)
@@ -87,17 +78,16 @@ _T = TypeVar("_T")
 
 
 def output_names_for(layer: nn.Module) -> tuple[str, ...]:
-    """Names of a peak layer's outputs, in order.
+    """Names of a peak layer's outputs, in order (from its ``outputs`` description).
 
     ``GlobalPeaks``: ``points, vals``; ``LocalPeaks``: ``points, vals, sample_inds,
     channel_inds``; ``TopKPeaks``: ``points, vals, valid``.
     """
-    for cls, names in _OUTPUT_NAMES.items():
-        if isinstance(layer, cls):
-            return names
-    raise TypeError(
-        "layer must be a GlobalPeaks, LocalPeaks or TopKPeaks, got " + type(layer).__name__
-    )
+    if not isinstance(layer, PeakLayer):
+        raise TypeError(
+            "layer must be a GlobalPeaks, LocalPeaks or TopKPeaks, got " + type(layer).__name__
+        )
+    return tuple(output.name for output in layer.outputs)
 
 
 def _check_example(example: object, what: str = "example") -> torch.Tensor:
@@ -208,10 +198,16 @@ def _signature(model: nn.Module, examples: tuple[torch.Tensor, ...]) -> _Signatu
     )
 
 
+def default_opset(dynamo: bool) -> int:
+    """The opset :func:`export_onnx` uses when none is given: 17 for the TorchScript-based
+    exporter, the newest the installed one supports for the dynamo exporter."""
+    return DYNAMO_OPSETS[-1] if dynamo else _DEFAULT_TORCHSCRIPT_OPSET
+
+
 def _check_opset(opset: object, dynamo: bool) -> int:
     allowed = DYNAMO_OPSETS if dynamo else TORCHSCRIPT_OPSETS
     if opset is None:
-        return allowed[-1] if dynamo else _DEFAULT_TORCHSCRIPT_OPSET
+        return default_opset(dynamo)
     if isinstance(opset, bool) or not isinstance(opset, int):
         raise TypeError("opset must be an int or None, got " + type(opset).__name__)
     if opset not in allowed:
@@ -386,11 +382,9 @@ def export_program(
     )
 
 
-def _first_axis(layer: Optional[PeakLayer]) -> str:
-    for cls, axis in _FIRST_AXIS.items():
-        if isinstance(layer, cls):
-            return axis
-    return "batch"
+def _first_axis(layer: PeakLayer) -> str:
+    """What the first axis of the layer's outputs counts: ``batch`` or ``peaks``."""
+    return str(layer.outputs[0].axes[0])
 
 
 def _declare_output_shapes(

@@ -42,6 +42,7 @@ import onnx
 import onnxruntime as ort
 import torch
 
+from . import PROVIDERS
 from ._native_stderr import _native_stderr_captured
 
 __all__ = [
@@ -57,7 +58,6 @@ __all__ = [
 # The public module's name (peaklayers.runtime), which users configure.
 logger = logging.getLogger("peaklayers.runtime")
 
-PROVIDERS = ("auto", "cuda", "cpu")
 CUDA_EP = "CUDAExecutionProvider"
 CPU_EP = "CPUExecutionProvider"
 
