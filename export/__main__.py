@@ -1,10 +1,12 @@
-"""Command line of the export tool: ``python -m export {demo,model,run} ...`` (see --help).
+"""Command line of the export tool: ``peaklayers {demo,model,run} ...`` once installed,
+``python -m export ...`` from the repository root (see --help).
 
 Each subcommand's options are exactly the keyword arguments of its module's ``run``, so
-``python -m export demo --out d --layer topk`` is ``export.demo.run(out="d", layer="topk")``.
+``peaklayers demo --out d --layer topk`` is ``demo.run(out="d", layer="topk")``.
 Expected problems (bad input, unreadable or corrupt files, an unavailable provider, an
-unwritable folder) end with one line on stderr and exit status 1 (2 for bad arguments);
-anything else is a bug and keeps its traceback.
+unwritable folder) end with one line on stderr and exit status 1 (2 for bad arguments,
+130 for Ctrl-C); anything else is a bug: its traceback is printed, then one line asking
+for a report, and the exit status is 70.
 """
 
 from __future__ import annotations
@@ -12,6 +14,9 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import traceback
+
+import peaklayers
 
 from peaklayers.exporting import DYNAMO_OPSETS, TORCHSCRIPT_OPSETS, default_opset
 from peaklayers.serving import PROVIDERS
@@ -63,11 +68,10 @@ def _export_options(parser: argparse.ArgumentParser) -> None:
                        help="instance_group kind (gpu)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m export",
+def build_parser(prog: str = "python -m export") -> argparse.ArgumentParser:
+    parser = _Parser(prog=prog,
                      description="Append peak layers to a confidence-map model; export to "
-                                 "TorchScript/.pt2/ONNX, verify, serve. Run from the "
-                                 "repository root.")
+                                 "TorchScript/.pt2/ONNX, verify, serve.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     demo = sub.add_parser("demo", help="export, verify and draw the embedded demo model")
@@ -100,8 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: list[str] | None = None, prog: str = "python -m export") -> int:
+    args = build_parser(prog).parse_args(argv)
     # The dynamo exporter logs optional-dependency notices (e.g. torchvision) as warnings.
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     options = {k: v for k, v in vars(args).items() if k != "command"}
@@ -115,9 +119,21 @@ def main(argv: list[str] | None = None) -> int:
         command.run(**options)
     except ToolError as error:
         return fail(str(error))
+    except OSError as error:  # the system refused: a full disk, a permission, a vanished file
+        where = f": {error.filename}" if error.filename else ""
+        return fail(f"{error.strerror or error}{where}")
     except KeyboardInterrupt:
         return fail("interrupted; nothing was left half-written", code=130)
+    except Exception:
+        traceback.print_exc()
+        return fail(f"this is a bug in peaklayers {peaklayers.__version__}, not a problem with "
+                    "your input: please report it with the traceback above", code=70)
     return 0
+
+
+def console() -> None:
+    """Entry point of the installed ``peaklayers`` command."""
+    sys.exit(main(prog="peaklayers"))
 
 
 if __name__ == "__main__":
