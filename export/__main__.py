@@ -17,7 +17,6 @@ import sys
 import traceback
 
 import peaklayers
-
 from peaklayers.exporting import DYNAMO_OPSETS, TORCHSCRIPT_OPSETS, default_opset
 from peaklayers.serving import PROVIDERS
 
