@@ -15,12 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import onnx
 import torch
 from torch import nn
 
-from peaklayers.exporting import default_opset, export_onnx, export_program
+from peaklayers.exporting import ExportWarning, default_opset, export_onnx, export_program
 
-from .common import ToolError, first_line
+from .common import ToolError, first_line, log
 from .sessions import open_peak_session
 
 METADATA_KEY = "peaklayers.metadata"
@@ -60,7 +61,7 @@ def _quiet(fn: Callable, *args, **kwargs):
 def save_torchscript(job: Job, path: Path) -> Path:
     try:
         scripted = _quiet(torch.jit.script, job.graph)
-    except Exception as error:
+    except (RuntimeError, torch.jit.frontend.FrontendError) as error:
         raise ToolError(f"TorchScript: cannot script the model: {first_line(error)}") from None
     _quiet(torch.jit.save, scripted, str(path),
            _extra_files={"metadata.json": job.metadata_json()})
@@ -70,7 +71,7 @@ def save_torchscript(job: Job, path: Path) -> Path:
 def save_program(job: Job, path: Path) -> Path:
     try:
         program = _quiet(export_program, job.graph, job.example)
-    except Exception as error:
+    except (RuntimeError, ValueError) as error:  # torch.export's errors are RuntimeErrors
         raise ToolError(f"torch.export failed on the model with dynamic batch/height/width: "
                         f"{first_line(error)}") from None
     torch.export.save(program, str(path), extra_files={"metadata.json": job.metadata_json()})
@@ -79,13 +80,20 @@ def save_program(job: Job, path: Path) -> Path:
 
 def save_onnx(job: Job, path: Path) -> Path:
     """The library's export: extra outputs (``class_probs``), a loaded TorchScript head
-    (scripted with the graph) and a loaded ``.pt2`` head are all its business."""
+    (scripted with the graph) and a loaded ``.pt2`` head are all its business. It hides
+    the exporters' own noise; what it says about the user's model is shown."""
     metadata = {METADATA_KEY: job.metadata_json()}
-    try:
-        _quiet(export_onnx, job.graph, job.example, path, opset=job.opset, dynamo=job.dynamo,
-               input_name=job.input_name, output_names=job.output_names, metadata=metadata)
-    except Exception as error:
-        raise ToolError(f"ONNX export failed: {first_line(error)}") from None
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always", ExportWarning)
+        try:
+            export_onnx(job.graph, job.example, path, opset=job.opset, dynamo=job.dynamo,
+                        input_name=job.input_name, output_names=job.output_names,
+                        metadata=metadata)
+        except (ValueError, RuntimeError, onnx.checker.ValidationError) as error:
+            raise ToolError(f"ONNX export failed: {first_line(error)}") from None
+    for warning in said:
+        if issubclass(warning.category, ExportWarning):
+            log(f"  warning: {Path(warning.filename).name}:{warning.lineno}: {warning.message}")
     return path
 
 

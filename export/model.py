@@ -17,8 +17,10 @@ import numpy as np
 import onnx
 import torch
 
+from peaklayers.runtime import RUNTIME_ERRORS
+
 from . import loaders, onnx_append
-from .common import ToolError, step
+from .common import ToolError, first_line, step
 from .formats import METADATA_KEY, Job, effective_opset, torch_backend
 from .graphs import compose, head_outputs
 from .report import metadata
@@ -163,10 +165,9 @@ def _from_onnx(model_path: Path, output_name: str | None, class_maps_output: str
         try:
             result = head_session.session.run([cms_name] + ([cls_name] if cls_name else []),
                                               {name: x})
-        except Exception as error:
-            text = str(error).strip().splitlines()[0] if str(error).strip() else ""
-            raise ToolError(f"the ONNX model failed on an input of shape {x.shape}: {text}"
-                            ) from None
+        except RUNTIME_ERRORS as error:
+            raise ToolError(f"the ONNX model failed on an input of shape {x.shape}: "
+                            f"{first_line(error)}") from None
         if result[0].ndim != 4:
             raise ToolError(f"the ONNX model's output {cms_name!r} is {result[0].ndim}-D; a "
                             "confidence map must be 4-D (batch, channels, height, width)")

@@ -16,10 +16,12 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from google.protobuf.message import DecodeError
 
 from peaklayers.identity import group_instances
+from peaklayers.runtime import RUNTIME_ERRORS
 
-from .common import ToolError, log
+from .common import ToolError, first_line, log
 from .formats import METADATA_KEY
 from .peaks_io import peak_rows, rows_to_csv
 from .png import read_png
@@ -31,7 +33,7 @@ def read_metadata(path: Path) -> dict:
     """The tool's metadata embedded in the ONNX file, or a minimum guessed from the outputs."""
     try:
         model = onnx.load(str(path), load_external_data=False)
-    except Exception:
+    except (OSError, DecodeError):
         return {}  # the session already opened it; a graph we cannot parse again has no metadata
     props = {p.key: p.value for p in model.metadata_props}
     if METADATA_KEY in props:
@@ -162,9 +164,8 @@ def run(model: str, inputs: list[str], provider: str = "auto", save: str | None 
             outputs = session.run(array)
         except (ValueError, TypeError) as error:
             raise ToolError(f"{name}: {error}") from None
-        except Exception as error:  # ONNX Runtime refused the input
-            text = str(error).strip().splitlines()[0] if str(error).strip() else ""
-            raise ToolError(f"{name}: ONNX Runtime failed: {text}") from None
+        except RUNTIME_ERRORS as error:  # ONNX Runtime refused the input
+            raise ToolError(f"{name}: ONNX Runtime failed: {first_line(error)}") from None
         rows = peak_rows(outputs, axes["points"])
         entry = {"file": name, "shape": list(array.shape), "peaks": rows}
         if "class_probs" in outputs:

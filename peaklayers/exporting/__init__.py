@@ -3,6 +3,7 @@
 :func:`export_onnx` imports onnx when it runs; importing this package does not.
 """
 
+from ._noise import ExportWarning
 from .export import (
     DYNAMO_OPSETS,
     TORCHSCRIPT_OPSETS,
@@ -15,6 +16,7 @@ from .export import (
 __all__ = [
     "DYNAMO_OPSETS",
     "TORCHSCRIPT_OPSETS",
+    "ExportWarning",
     "default_opset",
     "export_onnx",
     "export_program",

@@ -23,7 +23,6 @@ operators of every layer's graph.
 
 import os
 import pathlib
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional, TypeVar, Union
@@ -33,6 +32,7 @@ from torch import nn
 
 from ..ops._layer import PeakLayer
 from ._model import _eval_mode, _run_recorded, _scripted_for_tracer, _scripted_part
+from ._noise import exporter_noise_hidden
 
 if TYPE_CHECKING:
     import onnx
@@ -343,7 +343,7 @@ def _with_dims(export: Callable[[tuple], _T], count: int) -> _T:
     finds that the model needs the inputs' sizes equal, again with shared ones."""
     try:
         return export(_dynamic_shapes(count))
-    except Exception as error:
+    except RuntimeError as error:  # torch.export's constraint errors
         if count == 1 or not _asks_equal_sizes(error):
             raise
     return export(_dynamic_shapes(count, shared=True))
@@ -377,9 +377,10 @@ def export_program(
             f"model holds a TorchScript module ({name or 'model'!r}), which torch.export "
             "cannot trace"
         )
-    return _with_dims(
-        lambda dims: torch.export.export(model, examples, dynamic_shapes=dims), len(examples)
-    )
+    with exporter_noise_hidden():
+        return _with_dims(
+            lambda dims: torch.export.export(model, examples, dynamic_shapes=dims), len(examples)
+        )
 
 
 def _first_axis(layer: PeakLayer) -> str:
@@ -516,7 +517,7 @@ def export_onnx(
     extra = _check_metadata(metadata)
     path = pathlib.Path(path)
 
-    with _eval_mode(model) as holds_program:
+    with _eval_mode(model) as holds_program, exporter_noise_hidden():
         signature = _signature(model, examples)
         if signature.layer is None and input_name == "confmaps" and output_names is None:
             input_name = "image"
@@ -544,27 +545,15 @@ def export_onnx(
                 # torch.onnx would call model.train(False), which a program refuses; the
                 # modes are already set above.
                 options["training"] = torch.onnx.TrainingMode.PRESERVE
-            with warnings.catch_warnings():
-                # The layers' argument checks read static facts (rank, dtype, non-empty
-                # maps); the tracer warns about each such Python bool. Warnings from the
-                # user's own modules still show.
-                warnings.filterwarnings(
-                    "ignore", category=torch.jit.TracerWarning, module=r"peaklayers\."
-                )
-                # PRESERVE makes torch.onnx warn about constant folding in training mode
-                # whatever the mode; the model is in eval mode.
-                warnings.filterwarnings(
-                    "ignore", message="It is recommended that constant folding be turned off"
-                )
-                torch.onnx.export(
-                    exported,
-                    examples,
-                    str(path),
-                    dynamo=False,
-                    dynamic_axes=_dynamic_axes(signature, inputs, names),
-                    **common,
-                    **options,
-                )
+            torch.onnx.export(
+                exported,
+                examples,
+                str(path),
+                dynamo=False,
+                dynamic_axes=_dynamic_axes(signature, inputs, names),
+                **common,
+                **options,
+            )
 
     proto = onnx.load(str(path))
     _declare_output_shapes(proto, signature, names)

@@ -50,6 +50,7 @@ __all__ = [
     "PROVIDERS",
     "ElementType",
     "PeakSession",
+    "RUNTIME_ERRORS",
     "ProviderFallbackWarning",
     "ProviderUnavailableError",
     "open_session",
@@ -67,6 +68,18 @@ _QUIET_SESSION_SEVERITY = 3
 
 class ProviderUnavailableError(RuntimeError):
     """The requested execution provider did not load (ONNX Runtime fell back to another)."""
+
+
+def _runtime_errors() -> tuple[type[Exception], ...]:
+    from onnxruntime.capi import onnxruntime_pybind11_state as state
+
+    found = (getattr(state, name) for name in dir(state))
+    return tuple(e for e in found if isinstance(e, type) and issubclass(e, Exception))
+
+
+RUNTIME_ERRORS = _runtime_errors()
+"""The exceptions ONNX Runtime raises for a model it cannot load or an input it refuses
+(they derive from ``Exception`` directly)."""
 
 
 class ProviderFallbackWarning(RuntimeWarning):
