@@ -34,4 +34,5 @@ def test_examples_run(page, tmp_path, monkeypatch):
             try:
                 exec(compile(block, f"{page.name} python block {number}", "exec"), namespace)
             except Exception as error:
-                raise AssertionError(f"{page.name} python block {number} failed:\n{block}") from error
+                message = f"{page.name} python block {number} failed:\n{block}"
+                raise AssertionError(message) from error
