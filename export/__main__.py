@@ -12,16 +12,26 @@ for a report, and the exit status is 70.
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
+import signal
 import sys
 import traceback
 
-import peaklayers
-from peaklayers.exporting import DYNAMO_OPSETS, TORCHSCRIPT_OPSETS, default_opset
-from peaklayers.serving import PROVIDERS
-
+# Only light imports here: torch and the library load inside main(), where Ctrl-C and
+# SIGTERM are handled.
 from .common import ToolError, fail
-from .settings import LAYERS, REFINEMENTS
+
+# Subcommand -> the module whose run(**options) it calls.
+COMMANDS = {"demo": ".demo", "model": ".model", "run": ".run"}
+
+
+class Terminated(Exception):
+    """SIGTERM arrived: unwind like Ctrl-C, so staging folders are removed."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated
 
 
 class _Parser(argparse.ArgumentParser):
@@ -30,6 +40,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _layer_options(parser: argparse.ArgumentParser, default_stride: str) -> None:
+    from .settings import LAYERS, REFINEMENTS
+
     group = parser.add_argument_group("peak layer")
     group.add_argument("--layer", choices=LAYERS, default="local",
                        help="global: one peak per map; local: every peak; topk: fixed-shape "
@@ -50,6 +62,9 @@ def _layer_options(parser: argparse.ArgumentParser, default_stride: str) -> None
 
 
 def _export_options(parser: argparse.ArgumentParser) -> None:
+    from peaklayers.exporting import DYNAMO_OPSETS, TORCHSCRIPT_OPSETS, default_opset
+    from peaklayers.serving import PROVIDERS
+
     parser.add_argument("--out", required=True, help="output folder (replaced when complete)")
     parser.add_argument("--provider", choices=PROVIDERS, default="auto",
                         help="ONNX Runtime provider used for verification (auto)")
@@ -68,6 +83,8 @@ def _export_options(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser(prog: str = "python -m export") -> argparse.ArgumentParser:
+    from peaklayers.serving import PROVIDERS
+
     parser = _Parser(prog=prog,
                      description="Append peak layers to a confidence-map model; export to "
                                  "TorchScript/.pt2/ONNX, verify, serve.")
@@ -104,18 +121,25 @@ def build_parser(prog: str = "python -m export") -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m export") -> int:
-    args = build_parser(prog).parse_args(argv)
-    # The dynamo exporter logs optional-dependency notices (e.g. torchvision) as warnings.
-    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
-    options = {k: v for k, v in vars(args).items() if k != "command"}
+    """Run the command line ``argv``; returns the exit status."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return _main(argv, prog)  # signal handlers can only be set from the main thread
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
-        if args.command == "demo":
-            from . import demo as command
-        elif args.command == "model":
-            from . import model as command
-        else:
-            from . import run as command
-        command.run(**options)
+        return _main(argv, prog)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: list[str] | None, prog: str) -> int:
+    try:
+        args = build_parser(prog).parse_args(argv)
+        # The dynamo exporter logs optional-dependency notices (e.g. torchvision) as warnings.
+        logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+        options = {k: v for k, v in vars(args).items() if k != "command"}
+        importlib.import_module(COMMANDS[args.command], __package__).run(**options)
     except ToolError as error:
         return fail(str(error))
     except OSError as error:  # the system refused: a full disk, a permission, a vanished file
@@ -123,7 +147,11 @@ def main(argv: list[str] | None = None, prog: str = "python -m export") -> int:
         return fail(f"{error.strerror or error}{where}")
     except KeyboardInterrupt:
         return fail("interrupted; nothing was left half-written", code=130)
+    except Terminated:
+        return fail("terminated; nothing was left half-written", code=143)
     except Exception:
+        import peaklayers
+
         traceback.print_exc()
         return fail(f"this is a bug in peaklayers {peaklayers.__version__}, not a problem with "
                     "your input: please report it with the traceback above", code=70)

@@ -21,7 +21,7 @@ from .png import PART_COLOURS, draw_circle, draw_cross, write_png
 from .report import metadata
 from .run import instances
 from .settings import LayerSettings
-from .steps import TritonOptions, export_verify_write, format_writer
+from .steps import TritonOptions, check_outputs, export_verify_write, format_writer
 
 INPUT_NAME = "images"
 # (batch, height, width) of the verification inputs; the first is also the export example.
@@ -87,6 +87,8 @@ def run(out: str, layer: str = "local", k: int = 8, threshold: float = 0.2,
     """Export, verify and draw the embedded demo model into ``out`` (see module docstring)."""
     settings = LayerSettings.from_args(layer, k, threshold, refinement, patch_size, stride,
                                        class_maps, force, default_stride=demo_net.STRIDE)
+    triton_options = TritonOptions(triton, max_batch_size, triton_instances, triton_kind)
+    check_outputs(Path(out), triton_options)
     opset = effective_opset(opset, dynamo=False)
     graph = compose(demo_net.DemoHead().eval(), settings, head_returns_tuple=True, n_outputs=2)
     data = demo_net.frames_batch([(h, w) for _, h, w in SIZES],
@@ -137,5 +139,5 @@ def run(out: str, layer: str = "local", k: int = 8, threshold: float = 0.2,
         format_writer(job, ("torchscript", "onnx"), Path(out)), torch_backend(graph),
         job.output_names, job.metadata, Path(out), inputs, provider, "peaklayers export demo",
         extras=extras,
-        triton_options=TritonOptions(triton, max_batch_size, triton_instances, triton_kind))
+        triton_options=triton_options)
     return dict(result, **summary)

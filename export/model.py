@@ -11,6 +11,7 @@ of two sizes (the example's, and a larger one when the model's sizes are dynamic
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -26,9 +27,11 @@ from .graphs import compose, head_outputs
 from .report import metadata
 from .sessions import open_peak_session
 from .settings import LayerSettings
-from .steps import TritonOptions, export_verify_write, format_writer
+from .steps import TritonOptions, check_outputs, export_verify_write, format_writer
 
 DEFAULT_SIZE = 64  # for dynamic height/width of an ONNX input
+# Example and verification inputs are float32 arrays: 2**27 values are 512 MiB each.
+MAX_INPUT_ELEMENTS = 2**27
 
 
 def smooth_inputs(shapes: list[tuple[int, ...]], dtype=np.float32, seed: int = 0) -> list:
@@ -40,6 +43,15 @@ def smooth_inputs(shapes: list[tuple[int, ...]], dtype=np.float32, seed: int = 0
         x = sum(x[:, :, i:i + shape[2], j:j + shape[3]] for i in range(5) for j in range(5)) / 25
         inputs.append(np.ascontiguousarray(x, dtype=dtype))
     return inputs
+
+
+def _check_size(*shapes: tuple[int, ...]) -> None:
+    """Refuse example inputs too large to make (before any memory is taken for them)."""
+    for shape in shapes:
+        if math.prod(shape) > MAX_INPUT_ELEMENTS:
+            raise ToolError(f"an input of shape {shape} has {math.prod(shape):,} values, more than "
+                            f"the {MAX_INPUT_ELEMENTS:,} this tool verifies with; give a smaller "
+                            "--input-shape (the exported graph has dynamic sizes anyway)")
 
 
 def _other_shape(shape: tuple[int, ...], dynamic: tuple[bool, bool, bool, bool]):
@@ -61,6 +73,7 @@ def run(path: str, out: str, input_name: str | None = None, input_shape: str | N
     model_path = Path(path)
     kind = loaders.detect_kind(model_path)
     triton_options = TritonOptions(triton, max_batch_size, triton_instances, triton_kind)
+    check_outputs(Path(out), triton_options)
     common = dict(settings=settings, out=Path(out), provider=provider,
                   triton_options=triton_options, source=f"{model_path.name} ({kind})")
     if kind == "onnx":
@@ -80,6 +93,7 @@ def run(path: str, out: str, input_name: str | None = None, input_shape: str | N
         head = program.module()  # peaklayers.export_onnx leaves its fixed mode alone
         formats, dynamo = ("pt2", "onnx"), True
     shape = loaders.parse_shape(input_shape, stored_shape, f"a {kind} model")
+    _check_size(shape, _other_shape(shape, (True, False, True, True)))
     example = torch.from_numpy(smooth_inputs([shape])[0])
     outs, returns_tuple = head_outputs(head, example)
     graph = compose(head, settings, head_returns_tuple=returns_tuple, n_outputs=len(outs))
@@ -134,6 +148,7 @@ def _from_onnx(model_path: Path, output_name: str | None, class_maps_output: str
     fallback = None if dims[1] is None else tuple(
         d if d is not None else (1 if i == 0 else DEFAULT_SIZE) for i, d in enumerate(dims))
     shape = loaders.parse_shape(input_shape, fallback, "this ONNX model (its channels are dynamic)")
+    _check_size(shape, _other_shape(shape, dynamic))
     if any(d is not None and d != s for d, s in zip(dims, shape, strict=True)):
         raise ToolError(f"--input-shape {shape} does not fit the model's input {dims}")
 

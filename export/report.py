@@ -11,6 +11,7 @@ import torch
 
 import peaklayers
 
+from .folders import CREATED_BY
 from .settings import LayerSettings
 from .verify import TOLERANCE, Parity
 
@@ -28,7 +29,7 @@ def metadata(*, source: str, settings: LayerSettings, input_name: str, input_sha
              input_dtype: str, channels: int, classes: int | None, opset: int,
              maps_dtype: str = "float32", extra: dict | None = None) -> dict:
     data = {
-        "created_by": "python -m export",
+        "created_by": CREATED_BY,
         "source": source,
         "layer": settings.as_dict(),
         "stride": settings.stride,

@@ -93,10 +93,15 @@ def load_input(path: Path, dtype: np.dtype, channels: int | None) -> np.ndarray:
     return np.ascontiguousarray(array, dtype=dtype)
 
 
-def _nan_to_none(value):
+def _finite_or_none(value):
+    """``value`` with every NaN or infinite float replaced by None (JSON null, an empty CSV
+    cell): JSON has no such numbers. A missing point is NaN; an infinite peak value comes
+    from an infinite map pixel."""
+    if isinstance(value, dict):
+        return {k: _finite_or_none(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_nan_to_none(v) for v in value]
-    return None if isinstance(value, float) and math.isnan(value) else value
+        return [_finite_or_none(v) for v in value]
+    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 def instances(outputs: dict, n_samples: int, n_channels: int) -> list:
@@ -108,9 +113,9 @@ def instances(outputs: dict, n_samples: int, n_channels: int) -> list:
         valid=outputs.get("valid"),
         n_samples=n_samples if variable_length else None,
         n_channels=n_channels if variable_length else None)
-    return [[{"class": k, "points": _nan_to_none(points[s, k].tolist()),
-              "point_vals": _nan_to_none(point_vals[s, k].tolist()),
-              "class_probs": _nan_to_none(class_probs[s, k].tolist())}
+    return [[{"class": k, "points": _finite_or_none(points[s, k].tolist()),
+              "point_vals": _finite_or_none(point_vals[s, k].tolist()),
+              "class_probs": _finite_or_none(class_probs[s, k].tolist())}
              for k in range(points.shape[1])] for s in range(points.shape[0])]
 
 
@@ -198,9 +203,10 @@ def run(model: str, inputs: list[str], provider: str = "auto", save: str | None 
                 print(f"{entry['file']}  sample {r['sample']}  {part:>8}  x {r['x']:8.2f}  "
                       f"y {r['y']:8.2f}  value {r['value']:.3f}{cls}")
     elif save.lower().endswith(".json"):
-        _write_atomically(Path(save), json.dumps(result, indent=1, allow_nan=False) + "\n")
+        _write_atomically(Path(save), json.dumps(_finite_or_none(result), indent=1,
+                                                 allow_nan=False) + "\n")
         log(f"Saved ✓ → {save}")
     else:
-        _write_atomically(Path(save), _csv(result))
+        _write_atomically(Path(save), _csv(_finite_or_none(result)))
         log(f"Saved ✓ → {save}")
     return result

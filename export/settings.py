@@ -21,6 +21,9 @@ from .common import ToolError
 # The --layer words and the layer each one builds.
 LAYERS = {"global": peaklayers.GlobalPeaks, "local": peaklayers.LocalPeaks,
           "topk": peaklayers.TopKPeaks}
+# A sanity bound on --stride: heads have output strides of 1 to 64; far larger ones turn
+# float32 points into inf.
+MAX_STRIDE = 65536.0
 # The library's refinements, with None spelled "none" on the command line.
 REFINEMENTS = tuple("none" if r is None else r for r in _LIBRARY_REFINEMENTS)
 
@@ -48,6 +51,9 @@ class LayerSettings:
         if not 0.0 <= threshold <= 1.0 and not force:
             raise ToolError(f"--threshold must be in [0, 1] for confidence maps, got {threshold} "
                             "(add --force if your maps are not probabilities)")
+        if stride is not None and not stride <= MAX_STRIDE:
+            raise ToolError(f"--stride must be at most {MAX_STRIDE:g} (points are float32 "
+                            f"pixels; a larger stride overflows them), got {stride:g}")
         settings = cls(layer, k, float(threshold), refinement, patch_size,
                        float(default_stride if stride is None else stride), class_maps)
         settings.build()  # the library validates the rest (k, patch size, stride, class maps)

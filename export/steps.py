@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from . import triton
-from .common import staged_folder, step, write_json
+from .common import step, write_json
+from .folders import check_apart, check_output, staged_folder
 from .formats import FORMATS, Job
 from .report import markdown
 from .verify import Backend, verify
@@ -25,6 +26,15 @@ class TritonOptions:
     max_batch_size: int = 8
     instances: int = 1
     kind: str = "gpu"
+
+
+def check_outputs(out: Path, triton_options: TritonOptions | None) -> None:
+    """Refuse unusable output folders before any work is done."""
+    check_output(Path(out))
+    if triton_options is not None and triton_options.root is not None:
+        root = Path(triton_options.root)
+        check_output(root, "--triton")
+        check_apart(Path(out), root, ("--out", "--triton"))
 
 
 def format_writer(job: Job, formats: tuple[str, ...],
@@ -58,6 +68,7 @@ def export_verify_write(write: Callable[[Path], dict[str, Path]], reference: Bac
     """
     summary: dict = {}
     triton_options = triton_options or TritonOptions()
+    check_outputs(out, triton_options)
     with staged_folder(out) as stage:
         files = write(stage)
 
@@ -85,7 +96,7 @@ def export_verify_write(write: Callable[[Path], dict[str, Path]], reference: Bac
         write_json(stage / "metadata.json", dict(meta, verification=summary))
         if triton_options.root is not None and "onnx" in files:
             root = Path(triton_options.root)
-            with staged_folder(root) as triton_stage, step("Triton") as info:
+            with staged_folder(root, "--triton") as triton_stage, step("Triton") as info:
                 triton.write_repository(
                     triton_stage, "peaklayers", files["onnx"], meta,
                     max_batch_size=triton_options.max_batch_size,

@@ -346,6 +346,11 @@ class PeakSession:
                 raise ValueError(
                     f"{expected}: dimension {axis} must be {want}, got shape {tuple(shape)}"
                 )
+        # Images and maps need pixels: graphs divide by their height and width, and ONNX
+        # Runtime answers an empty one with an integer division by zero.
+        if rank == 4 and 0 in shape[2:]:
+            raise ValueError(f"{expected}: height and width must not be 0, got shape "
+                             f"{tuple(shape)}")
 
 
 def _torch_dtype_name(dtype: torch.dtype) -> str:
