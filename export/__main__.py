@@ -96,7 +96,9 @@ def build_parser(prog: str = "python -m export") -> argparse.ArgumentParser:
 
     model = sub.add_parser("model", help="append peak layers to your TorchScript, .pt2 or ONNX "
                                          "confidence-map model, export and verify")
-    model.add_argument("path", help="a TorchScript archive, a torch.export .pt2 or an .onnx file")
+    model.add_argument("path", help="a TorchScript archive, a torch.export .pt2 or an .onnx file. "
+                                    "TorchScript archives are code (they can read and write "
+                                    "files): give only archives you trust")
     model.add_argument("--input-name", default=None,
                        help="TorchScript/.pt2: input name of the exported graph (images); an "
                             "ONNX model keeps its own")
