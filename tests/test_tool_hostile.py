@@ -197,3 +197,60 @@ def test_a_bug_prints_its_traceback_and_asks_for_a_report(monkeypatch):
     assert code == 70
     assert "Traceback" in err and "ZeroDivisionError" in err
     assert err.strip().splitlines()[-1].startswith("export: error: this is a bug in peaklayers")
+
+
+# -- what already held: kept that way ---------------------------------------------------
+
+
+def test_pickled_npy_is_not_unpickled(tmp_path, local_graph):
+    marker = tmp_path / "ran"
+    payload = np.array([_Payload(str(marker))], dtype=object)
+    np.save(tmp_path / "evil.npy", payload, allow_pickle=True)
+    line = one_line_error(*run_tool("run", str(local_graph), str(tmp_path / "evil.npy"))[::2])
+    assert "allow_pickle" in line and not marker.exists()
+
+
+class _Payload:
+    """Unpickling this creates a file: it must never happen."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def _onnx_head(path: Path, input_shape: list, external: str | None = None) -> None:
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = numpy_helper.from_array(np.ones((2, 3, 1, 1), np.float32), "w")
+    if external is not None:
+        weight.ClearField("raw_data")
+        weight.data_location = TensorProto.EXTERNAL
+        for key, value in (("location", external), ("offset", "0"), ("length", "24")):
+            entry = weight.external_data.add()
+            entry.key, entry.value = key, value
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["c"]), helper.make_node("Sigmoid", ["c"], ["y"])],
+        "head", [helper.make_tensor_value_info("x", TensorProto.FLOAT, input_shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [input_shape[0], 2,
+                                                               *input_shape[2:]])],
+        [weight])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+
+
+def test_onnx_external_data_outside_the_model_folder_is_refused(tmp_path):
+    (tmp_path / "secret.bin").write_bytes(np.ones(6, np.float32).tobytes())
+    (tmp_path / "model").mkdir()
+    _onnx_head(tmp_path / "model" / "head.onnx", ["b", 3, "h", "w"], external="../secret.bin")
+    line = one_line_error(*run_tool("model", str(tmp_path / "model" / "head.onnx"),
+                                    "--out", str(tmp_path / "o"))[::2])
+    assert "points outside" in line and not (tmp_path / "o").exists()
+
+
+def test_onnx_head_with_a_huge_fixed_input_is_refused_before_allocating(tmp_path):
+    _onnx_head(tmp_path / "head.onnx", [1, 3, 20000, 20000])
+    line = one_line_error(*run_tool("model", str(tmp_path / "head.onnx"),
+                                    "--out", str(tmp_path / "o"))[::2])
+    assert "(1, 3, 20000, 20000)" in line and not (tmp_path / "o").exists()
