@@ -44,8 +44,9 @@ def check_output(final: Path, option: str = "--out") -> None:
     if final.exists() and not final.is_dir():
         raise ToolError(f"{option} {final} exists and is not a folder")
     if final.is_dir() and any(final.iterdir()) and not written_by_tool(final):
-        raise ToolError(f"{option} folder {final} is not empty and was not written by this "
-                        "tool; nothing was changed: choose another folder")
+        raise ToolError(f"{option} folder {final} is not empty and is not a previous export "
+                        "(it was not written by this tool); nothing was changed: choose "
+                        "another folder")
 
 
 def check_apart(first: Path, second: Path, names: tuple[str, str]) -> None:
@@ -121,8 +122,8 @@ def staged_folder(final: Path, option: str = "--out") -> Iterator[Path]:
         staging.mkdir()
     except OSError as error:
         where = f" ({error.filename})" if error.filename else ""
-        raise ToolError(f"cannot write to {option} folder {final}: {error.strerror}{where}"
-                        ) from None
+        raise ToolError(f"cannot write to output folder {final} ({option}): "
+                        f"{error.strerror}{where}") from None
     try:
         yield staging
         _move_into_place(staging, final)

@@ -59,7 +59,7 @@ def test_folder_with_someone_elses_metadata_is_not_replaced(tmp_path):
     (data / "metadata.json").write_text('{"name": "my labelled frames"}')
     (data / "frames.npy").write_bytes(b"precious")
     line = one_line_error(*run_tool("demo", "--out", str(data))[::2])
-    assert "was not written by this tool" in line
+    assert "not a previous export" in line
     assert sorted(p.name for p in data.iterdir()) == ["frames.npy", "metadata.json"]
     assert (data / "frames.npy").read_bytes() == b"precious"
 
