@@ -4,12 +4,14 @@ The kind is read from the file's content, not only its name. A ``torch.save`` pi
 zip holding ``data.pkl`` but no TorchScript code) is refused without being opened:
 unpickling runs arbitrary code from the file. TorchScript archives are loaded with
 ``torch.jit.load`` (the module's code is TorchScript, not Python, and its pickles hold
-only tensors and TorchScript objects); ``.pt2`` archives with ``torch.export.load``
-(JSON graph plus tensor data).
+only tensors and TorchScript objects; the code can still read and write files, so load
+only archives you trust); ``.pt2`` archives with ``torch.export.load`` after
+:mod:`.pt2_safety` has checked that nothing in them is unpickled, evaluated or run.
 """
 
 from __future__ import annotations
 
+import io
 import warnings
 import zipfile
 from pathlib import Path
@@ -17,6 +19,7 @@ from pathlib import Path
 import onnx
 import torch
 
+from . import pt2_safety
 from .common import ToolError
 
 KINDS = ("torchscript", "pt2", "onnx")
@@ -63,11 +66,21 @@ def load_torchscript(path: Path) -> torch.nn.Module:
 
 
 def load_program(path: Path) -> tuple[torch.export.ExportedProgram, tuple[int, ...] | None]:
-    """The program and the shape of its stored example input (if any)."""
+    """The program and the shape of its stored example input (if any).
+
+    The archive is read once; the bytes checked are the bytes loaded.
+    """
     try:
-        program = torch.export.load(str(path))
+        data = path.read_bytes()
+    except OSError as error:
+        raise ToolError(f"cannot read {path}: {error.strerror}") from None
+    pt2_safety.check_archive(data, path)
+    try:
+        with pt2_safety.safe_loading():
+            program = torch.export.load(io.BytesIO(data))
     except Exception as error:
         raise ToolError(f"cannot load torch.export program {path}: {_first_line(error)}") from None
+    pt2_safety.check_program(program)
     shape = None
     example = getattr(program, "example_inputs", None)
     if example and example[0] and isinstance(example[0][0], torch.Tensor):

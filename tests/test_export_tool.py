@@ -7,9 +7,11 @@ the exported graphs independently of the tool where that is cheap.
 import contextlib
 import io
 import json
+import pickle
 import subprocess
 import sys
 import warnings
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -376,6 +378,145 @@ def test_bad_model_files(tmp_path, capsys):
     torch.save(Head(), pickled)
     assert "does not unpickle" in _fails(capsys, "model", str(pickled), "--out", str(out))
     assert not out.exists() and leftovers(tmp_path) == []
+
+
+class _Payload:
+    """Unpickling this object runs code: it creates the file ``marker``."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (exec, (f"open({str(self.marker)!r}, 'w').close()",))
+
+
+def _rewrite_pt2(source: Path, target: Path, change) -> None:
+    """Copy the archive ``source`` to ``target``, ``change(members)`` editing the dict of
+    member name (without the archive's root folder) to bytes."""
+    with zipfile.ZipFile(source) as archive:
+        root = archive.namelist()[0].split("/")[0]
+        members = {n.split("/", 1)[1]: archive.read(n) for n in archive.namelist()}
+    change(members)
+    with zipfile.ZipFile(target, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(f"{root}/{name}", data)
+
+
+def _pickled(obj) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()
+
+
+def _edit_json(members: dict, name: str, edit) -> None:
+    data = json.loads(members[name])
+    edit(data)
+    members[name] = json.dumps(data).encode()
+
+
+def _first_expr(node, payload: str) -> bool:
+    """Replace the first symbolic size expression in a model's JSON by ``payload``."""
+    if isinstance(node, dict):
+        if isinstance(node.get("expr_str"), str):
+            node["expr_str"] = payload
+            return True
+        return any(_first_expr(v, payload) for v in node.values())
+    if isinstance(node, list):
+        return any(_first_expr(v, payload) for v in node)
+    return False
+
+
+def _hostile(kind: str, marker: Path):
+    """An edit of a .pt2 archive's members that makes loading or running it create
+    ``marker``, through each place torch.export.load unpickles or evaluates text."""
+    touch = f"__import__('pathlib').Path({str(marker)!r}).touch()"
+
+    def change(members: dict) -> None:
+        if kind == "sample inputs":
+            members["data/sample_inputs/model.pt"] = _pickled(_Payload(marker))
+        elif kind == "pickled weight":
+            def edit(config):
+                config["config"]["mix.weight"]["use_pickle"] = True
+            _edit_json(members, "data/weights/model_weights_config.json", edit)
+            name = json.loads(members["data/weights/model_weights_config.json"])["config"][
+                "mix.weight"]["path_name"]
+            members[f"data/weights/{name}"] = _pickled(_Payload(marker))
+        elif kind == "opaque constant":
+            def edit(config):
+                config["config"]["evil"] = {"path_name": "opaque_obj_0", "is_param": False,
+                                            "use_pickle": True, "tensor_meta": None}
+            _edit_json(members, "data/constants/model_constants_config.json", edit)
+            members["data/constants/opaque_obj_0"] = pickle.dumps(_Payload(marker))
+        elif kind == "guard code":
+            def edit(model):
+                model["guards_code"] = [f"{touch} is None"]
+            _edit_json(members, "models/model.json", edit)
+        elif kind == "size expression":
+            _edit_json(members, "models/model.json", lambda model: _first_expr(
+                model, f"({touch} or 1) * Symbol('s0', positive=True, integer=True)"))
+    return change
+
+
+@pytest.mark.parametrize("kind", ["sample inputs", "pickled weight", "opaque constant",
+                                  "guard code", "size expression"])
+def test_hostile_pt2_runs_no_code(tmp_path, capsys, kind):
+    good, evil, marker = tmp_path / "head.pt2", tmp_path / "evil.pt2", tmp_path / "pwned"
+    _save_head("pt2", good)
+    _rewrite_pt2(good, evil, _hostile(kind, marker))
+    code = main(["model", str(evil), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert not marker.exists(), "the archive's payload ran"
+    assert code == 1 and err.startswith("export: error: ") and err.count("\n") == 1, err
+    assert "refus" in err or "cannot load" in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_hostile_pt2_renamed_onnx_runs_no_code(tmp_path):
+    good, evil, marker = tmp_path / "head.pt2", tmp_path / "evil.onnx", tmp_path / "pwned"
+    _save_head("pt2", good)
+    _rewrite_pt2(good, evil, _hostile("sample inputs", marker))
+    result = tool("model", str(evil), "--out", str(tmp_path / "out"))
+    assert result.returncode != 0 and not marker.exists()
+    assert result.stderr.startswith("export: error: ") and result.stderr.count("\n") == 1, (
+        result.stderr)
+
+
+def test_rewritten_pt2_still_loads(tmp_path):
+    """The archive rewriting used above keeps a good archive good (the hostile tests fail
+    for their payload, not for the copying)."""
+    good, copy = tmp_path / "head.pt2", tmp_path / "copy.pt2"
+    _save_head("pt2", good)
+    _rewrite_pt2(good, copy, lambda members: None)
+    ok("model", str(copy), "--out", str(tmp_path / "out"), "--layer", "global")
+
+
+class _SizeArithmetic(nn.Module):
+    """A head whose graph computes with its input's sizes: the archive holds size
+    expressions and guard code that the safety checks must accept."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        y = nn.functional.interpolate(x, scale_factor=0.5)
+        y = y.reshape(b, c, -1).softmax(-1).reshape(b, c, h // 2, w // 2)
+        return torch.cat([y, y[:, :1] * (h % 3)], 1)
+
+
+def test_pt2_with_size_guards_loads(tmp_path):
+    from export.loaders import load_program
+
+    dims = {0: torch.export.Dim("b"), 2: 2 * torch.export.Dim("h", min=4, max=2000),
+            3: 2 * torch.export.Dim("w", min=4)}
+    path = tmp_path / "sizes.pt2"
+    torch.export.save(torch.export.export(_SizeArithmetic(), (torch.rand(2, 3, 40, 48),),
+                                          dynamic_shapes=(dims,)), path)
+    with zipfile.ZipFile(path) as archive:
+        model = json.loads(archive.read(next(n for n in archive.namelist()
+                                             if n.endswith("models/model.json"))))
+    assert model["guards_code"]  # the case this test is for
+    program, shape = load_program(path)
+    x = torch.rand(1, 3, 20, 30)
+    torch.testing.assert_close(program.module()(x), _SizeArithmetic()(x))
+    assert shape == (2, 3, 40, 48)
 
 
 def test_onnx_output_not_4d(tmp_path, capsys):
