@@ -15,6 +15,7 @@ import sys
 
 from .common import ToolError, fail
 from .formats import DEFAULT_OPSET
+from .png import MAX_PIXELS
 from .sessions import PROVIDERS
 from .settings import LAYERS, REFINEMENTS
 
@@ -93,6 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("inputs", nargs="+", help=".npy arrays (S,C,H,W or C,H,W) or PNG images")
     run.add_argument("--provider", choices=PROVIDERS, default="auto",
                      help="ONNX Runtime execution provider (auto: CUDA if it loads, else CPU)")
+    run.add_argument("--max-pixels", type=int, default=MAX_PIXELS, metavar="N",
+                     help="largest input accepted: pixels of a PNG (height × width), checked "
+                          f"before decoding; a .npy may hold 3N values ({MAX_PIXELS:,})")
     run.add_argument("--save", default=None, metavar="FILE",
                      help="write the peaks to FILE (.json or .csv) instead of printing them")
     return parser

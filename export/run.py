@@ -1,7 +1,8 @@
 """``python -m export run MODEL.onnx INPUT...``: run an exported graph with ONNX Runtime.
 
 Inputs are ``.npy`` arrays (``(S, C, H, W)`` or ``(C, H, W)``, read without pickle) or PNG
-images (8-bit grey/RGB/RGBA, scaled to [0, 1]). The session comes from
+images (8-bit grey/RGB/RGBA/palette, read with Pillow, scaled to [0, 1]; at most
+``--max-pixels`` pixels). The session comes from
 :func:`peaklayers.runtime.open_session` on the provider asked for; the provider that
 actually ran is printed and saved. With a class-map graph (``class_probs`` output) the
 peaks are grouped into identities on the host with :func:`peaklayers.identity.group_instances`.
@@ -22,7 +23,7 @@ from peaklayers.identity import group_instances
 from .common import ToolError, log
 from .formats import METADATA_KEY
 from .peaks_io import peak_rows, rows_to_csv
-from .png import read_png
+from .png import MAX_PIXELS, read_png
 from .sessions import open_peak_session
 
 
@@ -53,8 +54,12 @@ def layer_kind(meta: dict, output_names: list[str]) -> str:
     raise ToolError(f"{output_names} are not the outputs of a peak graph (points, vals, ...)")
 
 
-def load_input(path: Path, dtype: np.dtype, channels: int | None) -> np.ndarray:
-    """A ``(S, C, H, W)`` array of the model's input dtype from a ``.npy`` or PNG file."""
+def load_input(path: Path, dtype: np.dtype, channels: int | None,
+               max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """A ``(S, C, H, W)`` array of the model's input dtype from a ``.npy`` or PNG file.
+
+    A PNG whose declared height × width exceeds ``max_pixels`` is refused before decoding.
+    """
     if not path.is_file():
         raise ToolError(f"input {path} does not exist")
     suffix = path.suffix.lower()
@@ -71,9 +76,7 @@ def load_input(path: Path, dtype: np.dtype, channels: int | None) -> np.ndarray:
         if array.dtype == np.uint8:
             array = array / 255.0
     elif suffix == ".png":
-        image = read_png(path)
-        if image.shape[2] in (2, 4):
-            image = image[:, :, :-1]  # drop alpha
+        image = read_png(path, max_pixels)
         if channels == 3 and image.shape[2] == 1:
             image = image.repeat(3, axis=2)
         array = (image.transpose(2, 0, 1)[None] / 255.0)
@@ -132,9 +135,11 @@ def _write_atomically(path: Path, text: str) -> None:
 
 
 def run(model: str, inputs: list[str], provider: str = "auto", save: str | None = None,
-        **_: object) -> dict:
+        max_pixels: int = MAX_PIXELS, **_: object) -> dict:
     """Run ``model`` on every input file; print the peaks or save them as JSON/CSV."""
     model_path = Path(model)
+    if max_pixels < 1:
+        raise ToolError(f"--max-pixels must be positive, got {max_pixels}")
     if save is not None and Path(save).suffix.lower() not in (".json", ".csv"):
         raise ToolError(f"--save must end in .json or .csv, got {save}")
     if not model_path.is_file():
@@ -151,7 +156,7 @@ def run(model: str, inputs: list[str], provider: str = "auto", save: str | None 
     result = {"model": str(model_path), "provider": session.provider, "layer": kind,
               "parts": meta.get("parts"), "files": []}
     for name in inputs:
-        array = load_input(Path(name), np.dtype(dtype_name), channels)
+        array = load_input(Path(name), np.dtype(dtype_name), channels, max_pixels)
         try:
             outputs = session.run(array)
         except (ValueError, TypeError) as error:

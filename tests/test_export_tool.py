@@ -12,6 +12,7 @@ import subprocess
 import sys
 import warnings
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 from export import demo_net  # noqa: E402
 from export.__main__ import main  # noqa: E402
+from export.common import ToolError  # noqa: E402
 from export.png import PART_COLOURS, read_png, write_png  # noqa: E402
 from export.triton import model_config_class, parse_config  # noqa: E402
 from peaklayers import LocalPeaks, TopKPeaks  # noqa: E402
@@ -328,6 +330,89 @@ def test_run_csv_and_print(demo_models):
     assert np.all(nearest < 1.5)
     printed = ok("run", str(root / "topk" / "model.onnx"), str(root / "frame.npy"))
     assert printed.count("thorax") == 2
+
+
+def _png(width: int, height: int, raw_bytes: int, colour_type: int = 0) -> bytes:
+    """An 8-bit PNG declaring ``width`` × ``height`` whose IDAT inflates to ``raw_bytes``
+    zero bytes (rows of filter 0 and black pixels when the sizes agree), written by hand so
+    that the declared size and the stream can disagree."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return (len(data).to_bytes(4, "big") + body
+                + (zlib.crc32(body) & 0xFFFFFFFF).to_bytes(4, "big"))
+
+    packer = zlib.compressobj(9)
+    block = bytes(1 << 20)
+    idat = b"".join(packer.compress(block[:min(len(block), raw_bytes - done)])
+                    for done in range(0, raw_bytes, len(block))) + packer.flush()
+    header = (width.to_bytes(4, "big") + height.to_bytes(4, "big")
+              + bytes([8, colour_type, 0, 0, 0]))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat)
+            + chunk(b"IEND", b""))
+
+
+def test_run_refuses_png_bombs_before_decoding(demo_models, tmp_path, capsys):
+    root = demo_models[0]
+    model = str(root / "topk" / "model.onnx")
+    bomb = tmp_path / "bomb.png"  # 60 MB of black pixels in about 60 kB
+    bomb.write_bytes(_png(10_000, 6_000, 6_000 * 10_001))
+    assert bomb.stat().st_size < 200_000
+    err = _fails(capsys, "run", model, str(bomb), "--provider", "cpu")
+    assert "10000×6000" in err and "--max-pixels" in err
+    # The check comes before decoding: a declared size alone (pixel data cut short) is enough.
+    claim = tmp_path / "claim.png"
+    claim.write_bytes(_png(200_000, 200_000, 1000))
+    assert "--max-pixels" in _fails(capsys, "run", model, str(claim), "--provider", "cpu")
+    # --max-pixels sets the budget both ways.
+    small = tmp_path / "small.png"
+    write_png(small, np.zeros((88, 120, 3), np.uint8))
+    assert "over the budget of 10,000" in _fails(capsys, "run", model, str(small), "--provider",
+                                                 "cpu", "--max-pixels", "10000")
+    ok("run", model, str(small), "--provider", "cpu", "--max-pixels", str(88 * 120))
+
+
+def test_png_with_a_small_size_and_a_huge_stream_is_not_inflated(tmp_path):
+    """A 16 × 16 picture whose stream inflates to 256 MB: reading it stops after the
+    declared pixels (peak memory of the reading process stays far below the stream)."""
+    bomb = tmp_path / "stream.png"
+    bomb.write_bytes(_png(16, 16, 256 << 20))
+    # VmHWM: the peak resident size of this process image (ru_maxrss would include the
+    # forking test process's own).
+    code = ("import re; from pathlib import Path; from export.png import read_png; "
+            f"image = read_png({str(bomb)!r}); print(image.shape, image.max(), re.search("
+            r"r'VmHWM:\s*(\d+)', Path('/proc/self/status').read_text()).group(1))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    shape, peak_kb = result.stdout.rsplit(" ", 1)
+    assert shape == "(16, 16, 1) 0"
+    assert int(peak_kb) < 150_000, f"{int(peak_kb) // 1024} MB peak for a 16 x 16 picture"
+
+
+def test_png_colour_types(tmp_path):
+    """Grey, palette, RGBA and grey+alpha pictures (written by Pillow) read as the values
+    drawn; 16-bit ones are refused with one clear error."""
+    from PIL import Image
+
+    rgb = np.random.default_rng(0).integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "rgb.png")
+    np.testing.assert_array_equal(read_png(tmp_path / "rgb.png"), rgb)
+    Image.fromarray(np.dstack([rgb, np.full((5, 7), 9, np.uint8)])).save(tmp_path / "rgba.png")
+    np.testing.assert_array_equal(read_png(tmp_path / "rgba.png"), rgb)
+    Image.fromarray(rgb[:, :, 0]).save(tmp_path / "grey.png")
+    np.testing.assert_array_equal(read_png(tmp_path / "grey.png"), rgb[:, :, :1])
+    Image.fromarray(rgb[:, :, 0]).convert("LA").save(tmp_path / "la.png")
+    np.testing.assert_array_equal(read_png(tmp_path / "la.png"), rgb[:, :, :1])
+    palette = Image.fromarray(rgb).quantize(8)
+    palette.save(tmp_path / "palette.png")
+    np.testing.assert_array_equal(read_png(tmp_path / "palette.png"),
+                                  np.asarray(palette.convert("RGB")))
+    Image.fromarray(np.full((4, 4), 40_000, np.uint16)).save(tmp_path / "deep.png")
+    with pytest.raises(ToolError, match="8-bit"):
+        read_png(tmp_path / "deep.png")
+    (tmp_path / "fake.png").write_bytes(b"GIF89a" + bytes(100))
+    with pytest.raises(ToolError, match="not a readable PNG"):
+        read_png(tmp_path / "fake.png")
 
 
 def test_run_cuda_is_used_or_refused_clearly(demo_models):
