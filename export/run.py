@@ -54,25 +54,74 @@ def layer_kind(meta: dict, output_names: list[str]) -> str:
     raise ToolError(f"{output_names} are not the outputs of a peak graph (points, vals, ...)")
 
 
+def _npy_header(path: Path, handle) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype from a ``.npy`` header, without reading the data."""
+    start = handle.read(6)
+    handle.seek(0)
+    if start.startswith(b"PK\x03\x04"):
+        raise ToolError(f"{path}: a zip archive (.npz?), not a .npy array; save one array "
+                        "with numpy.save")
+    try:
+        version = np.lib.format.read_magic(handle)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(handle)
+        elif version == (2, 0):
+            shape, _, dtype = np.lib.format.read_array_header_2_0(handle)
+        else:
+            raise ToolError(f"{path}: .npy format version {version[0]}.{version[1]} is not "
+                            "read (it holds named fields: save a plain numeric array)")
+    except (ValueError, OSError, EOFError) as error:
+        text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise ToolError(f"{path}: not a readable .npy array ({text})") from None
+    return tuple(shape), dtype
+
+
+def _read_npy(path: Path, max_values: int) -> np.ndarray:
+    """A real-valued ``.npy`` array of 3 or 4 dimensions and at most ``max_values`` values.
+
+    The header is checked first: complex, date/time, string, structured and object arrays
+    are refused (they have no single real value per pixel), and so is a shape beyond the
+    budget, before any data is read.
+    """
+    with open(path, "rb") as handle:
+        shape, dtype = _npy_header(path, handle)
+        if dtype.fields is not None or dtype.kind not in "biuf":
+            kind = {"c": "complex", "M": "date/time", "m": "time-delta", "U": "text",
+                    "S": "bytes", "O": "Python object", "V": "structured"}.get(dtype.kind,
+                                                                             str(dtype))
+            if dtype.fields is not None:
+                kind = "structured"
+            raise ToolError(f"{path}: {kind} arrays ({dtype}) are not read; the model takes "
+                            "real numbers (integer or floating point)")
+        if len(shape) not in (3, 4):
+            raise ToolError(f"{path}: expected an (S, C, H, W) or (C, H, W) array, got "
+                            f"shape {shape}")
+        values = math.prod(shape)
+        if values > max_values:
+            raise ToolError(f"{path}: the array declares shape {shape} = {values:,} values, "
+                            f"over the budget of {max_values:,} (3 × --max-pixels raises it)")
+        try:
+            handle.seek(0)
+            return np.load(handle, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as error:
+            text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            raise ToolError(f"{path}: not a readable .npy array ({text})") from None
+
+
 def load_input(path: Path, dtype: np.dtype, channels: int | None,
                max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """A ``(S, C, H, W)`` array of the model's input dtype from a ``.npy`` or PNG file.
 
-    A PNG whose declared height × width exceeds ``max_pixels`` is refused before decoding.
+    A PNG whose declared height × width exceeds ``max_pixels``, or a ``.npy`` declaring
+    more than three times as many values, is refused before its data is read.
     """
     if not path.is_file():
         raise ToolError(f"input {path} does not exist")
     suffix = path.suffix.lower()
     if suffix == ".npy":
-        try:
-            array = np.load(path, allow_pickle=False)
-        except (ValueError, OSError) as error:
-            raise ToolError(f"{path}: not a readable .npy array ({error})") from None
+        array = _read_npy(path, 3 * max_pixels)
         if array.ndim == 3:
             array = array[None]
-        if array.ndim != 4:
-            raise ToolError(f"{path}: expected an (S, C, H, W) or (C, H, W) array, got "
-                            f"shape {array.shape}")
         if array.dtype == np.uint8:
             array = array / 255.0
     elif suffix == ".png":

@@ -415,6 +415,58 @@ def test_png_colour_types(tmp_path):
         read_png(tmp_path / "fake.png")
 
 
+def _claimed_npy(path: Path, shape: tuple[int, ...]) -> None:
+    """A ``.npy`` header declaring ``shape`` (float32) followed by 64 bytes of data."""
+    with open(path, "wb") as handle:
+        np.lib.format.write_array_header_1_0(
+            handle, {"descr": "<f4", "fortran_order": False, "shape": shape})
+        handle.write(bytes(64))
+
+
+def _npz_named_npy(path: Path) -> None:
+    with open(path, "wb") as handle:
+        np.savez(handle, frame=np.zeros((3, 8, 8), np.float32))
+
+
+@pytest.mark.parametrize(("make", "expected"), [
+    (lambda p: np.save(p, np.ones((3, 88, 120), np.complex64) * 1j), "complex"),
+    (lambda p: np.save(p, np.zeros((3, 8, 8), "datetime64[s]")), "date/time"),
+    (lambda p: np.save(p, np.zeros((3, 8, 8), "timedelta64[ms]")), "time-delta"),
+    (lambda p: np.save(p, np.full((3, 8, 8), "0.5")), "text"),
+    (lambda p: np.save(p, np.zeros((3, 8, 8), [("x", "f4"), ("y", "f4")])), "structured"),
+    (lambda p: np.save(p, np.zeros((3, 8, 8), object), allow_pickle=True), "Python object"),
+    (_npz_named_npy, ".npz"),
+    # 1 × 3 × 4,000,000 × 2,500,000 float32: 109 TiB declared in a 200-byte file.
+    (lambda p: _claimed_npy(p, (1, 3, 4_000_000, 2_500_000)), "over the budget"),
+    (lambda p: _claimed_npy(p, (3, 88, 120)), "not a readable .npy"),  # data cut short
+    (lambda p: p.write_bytes(b"\x93NUMPY\x01\x00" + bytes(20)), "not a readable .npy"),
+    (lambda p: np.save(p, np.zeros((88, 120), np.float32)), "(S, C, H, W)"),
+])
+def test_run_refuses_npy_that_is_not_a_real_image_array(demo_models, tmp_path, capsys, make,
+                                                         expected):
+    path = tmp_path / "input.npy"
+    make(path)
+    err = _fails(capsys, "run", str(demo_models[0] / "topk" / "model.onnx"), str(path),
+                 "--provider", "cpu")
+    assert expected in err and str(path) in err
+
+
+def test_run_reads_integer_and_fortran_npy(demo_models, tmp_path):
+    """uint8 (scaled by 1/255), float32, and float32 stored in Fortran order give the same
+    peaks (the header checks leave ordinary arrays alone)."""
+    root = demo_models[0]
+    frame = np.load(root / "frame.npy")
+    grey = (frame * 255).round().astype(np.uint8)
+    np.save(tmp_path / "u8.npy", grey)
+    np.save(tmp_path / "f32.npy", grey / np.float32(255))
+    np.save(tmp_path / "fortran.npy", np.asfortranarray(grey / np.float32(255)))
+    model = str(root / "topk" / "model.onnx")
+    ok("run", model, *(str(tmp_path / n) for n in ("u8.npy", "f32.npy", "fortran.npy")),
+       "--provider", "cpu", "--save", str(tmp_path / "peaks.json"))
+    files = json.loads((tmp_path / "peaks.json").read_text())["files"]
+    assert files[0]["peaks"] and files[0]["peaks"] == files[1]["peaks"] == files[2]["peaks"]
+
+
 def test_run_cuda_is_used_or_refused_clearly(demo_models):
     root, _, _ = demo_models
     result = tool("run", str(root / "topk" / "model.onnx"), str(root / "frame.npy"),
