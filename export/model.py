@@ -21,6 +21,7 @@ from . import loaders, onnx_append
 from .common import ToolError, step
 from .formats import METADATA_KEY, Job, effective_opset
 from .graphs import compose, head_outputs
+from .near_ties import NearTies
 from .report import metadata
 from .sessions import open_peak_session
 from .settings import LayerSettings
@@ -92,8 +93,15 @@ def run(path: str, out: str, input_name: str | None = None, input_shape: str | N
     name = input_name or "images"
     meta = _metadata(common, settings, name, shape, "float32", outs, opset)
     job = Job(graph, example, name, settings.output_names(), meta, opset=opset, dynamo=dynamo)
+    ties = _ties(settings, lambda x: head_outputs(head, torch.from_numpy(x))[0][0].numpy())
     return export_verify_write(job, common["out"], inputs, provider, "peaklayers model export",
-                               formats=formats, triton_options=triton_options)
+                               formats=formats, triton_options=triton_options, ties=ties)
+
+
+def _ties(settings: LayerSettings, maps) -> NearTies:
+    """A user's head is verified allowing peaks that differ only through near-ties."""
+    patch = settings.patch_size if settings.refinement != "none" else 1
+    return NearTies(settings.layer, settings.threshold, settings.stride, patch, maps)
 
 
 def _metadata(common: dict, settings: LayerSettings, name: str, shape: tuple, dtype: str,
@@ -205,4 +213,5 @@ def _from_onnx(model_path: Path, output_name: str | None, class_maps_output: str
     job = Job(None, None, name, settings.output_names(), meta)
     return export_verify_write(job, out, inputs, provider, "peaklayers model export",
                                formats=(), written=written, reference=reference,
-                               triton_options=triton_options, notes=notes)
+                               triton_options=triton_options, notes=notes,
+                               ties=_ties(settings, lambda x: head_maps(x)[0]))

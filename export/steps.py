@@ -16,6 +16,7 @@ import torch
 from . import triton
 from .common import staged_folder, step, write_json
 from .formats import FORMATS, Job, torch_backend
+from .near_ties import TIE, NearTies
 from .report import markdown
 from .verify import Backend, verify
 
@@ -38,7 +39,7 @@ def export_verify_write(job: Job, out: Path, inputs: list[np.ndarray], provider:
                         written: dict[str, Path] | None = None, reference: Backend | None = None,
                         extras: Callable[[Path, Path], str | None] | None = None,
                         triton_options: TritonOptions | None = None,
-                        notes: list[str] | None = None) -> dict:
+                        notes: list[str] | None = None, ties: NearTies | None = None) -> dict:
     """Export ``formats`` (plus files ``written(stage)`` made by the caller), verify, write.
 
     Args:
@@ -46,6 +47,8 @@ def export_verify_write(job: Job, out: Path, inputs: list[np.ndarray], provider:
             (the ONNX graph appended to a user's ONNX model).
         reference: the eager backend (default: ``job.graph`` in PyTorch).
         extras: ``(stage, out) -> accuracy text`` writing demo-only files.
+        ties: accept peaks that differ only through near-ties of the head's maps (a
+            user's head), counted in the report.
     """
     files: dict[str, Path] = {}
     summary: dict = {}
@@ -66,17 +69,24 @@ def export_verify_write(job: Job, out: Path, inputs: list[np.ndarray], provider:
                 label = "ONNX Runtime" if key == "onnx" else fmt.label
                 backends[label] = fmt.load(path, provider)
             parities = verify(reference or eager_backend(job.graph), backends, inputs,
-                              job.output_names)
+                              job.output_names, ties)
             worst = max(p.max_abs_diff for p in parities)
             info["note"] = (f"{len(backends)} backend(s) × {len(inputs)} input shapes, "
                             f"max |Δ| {worst:.1e}; " + ", ".join(
                                 f"{p.backend} {p.latency_ms:.1f} ms" for p in parities))
         summary["parity"] = [
             {"backend": p.backend, "provider": p.provider, "max_abs_diff": p.max_abs_diff,
-             "mismatches": p.mismatches, "latency_ms": p.latency_ms,
+             "mismatches": p.mismatches, "near_ties": p.near_ties, "latency_ms": p.latency_ms,
              "inputs": [list(s) for s in p.inputs]}
             for p in parities]
         accuracy_text = extras(stage, out) if extras is not None else None
+        tied = [p for p in parities if p.near_ties]
+        if tied:
+            notes = [*(notes or []), "Near-ties: " + "; ".join(
+                f"{p.backend}: {p.near_ties} peak(s) found by only one of it and eager, "
+                "each on a pixel of the head's maps within "
+                f"{TIE:g} of a neighbour, the threshold or the maximum (the maps differ in "
+                "the last bits between backends); all other peaks match" for p in tied)]
 
         meta = dict(job.metadata, files=sorted(p.name for p in files.values()))
         (stage / "report.md").write_text(

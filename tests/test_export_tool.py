@@ -258,6 +258,23 @@ def test_model_pt2_with_class_maps(tmp_path):
         "batch", 2, 3, 2]
 
 
+def test_model_random_head_with_near_ties(tmp_path):
+    """A TorchScript head of random conv + sigmoid weights with threshold 0: thousands of
+    local peaks, some on pixels that tie a neighbour to the last bits, where TorchScript
+    and ONNX Runtime maps differ. The export is accepted and the near-ties reported."""
+    torch.manual_seed(0)
+    head = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 2, 3, padding=1),
+                         nn.Sigmoid()).eval()
+    model, out = tmp_path / "random.pt", tmp_path / "out"
+    torch.jit.script(head).save(str(model))
+    ok("model", str(model), "--out", str(out), "--input-shape", "3,64,64", "--threshold", "0")
+    parity = {p["backend"]: p for p in json.loads((out / "metadata.json").read_text())[
+        "verification"]["parity"]}
+    assert sum(p["near_ties"] for p in parity.values()) >= 1  # the case this test is for
+    assert all(not p["mismatches"] and p["max_abs_diff"] <= 1e-3 for p in parity.values())
+    assert "Near-ties" in (out / "report.md").read_text()
+
+
 def test_model_onnx_with_topk(tmp_path):
     model, out = tmp_path / "head.onnx", tmp_path / "out"
     _save_head("onnx", model)
