@@ -13,6 +13,7 @@ itself then runs on the checked bytes with ``torch.load`` forced to ``weights_on
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import json
 import logging
@@ -95,12 +96,13 @@ def _check_guard(text: str) -> None:
                             "(torch would run it as Python code)")
 
 
-def _sympy_funcs() -> set[str]:
+@functools.cache
+def _sympy_funcs() -> frozenset[str]:
     import sympy
     from torch.utils._sympy import functions
 
-    return {name for name, obj in vars(functions).items()
-            if isinstance(obj, type) and issubclass(obj, sympy.Basic)}
+    return frozenset(name for name, obj in vars(functions).items()
+                     if isinstance(obj, type) and issubclass(obj, sympy.Basic))
 
 
 def _check_spec(text: str) -> None:
