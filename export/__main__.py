@@ -85,6 +85,8 @@ def _export_options(parser: argparse.ArgumentParser) -> None:
 def build_parser(prog: str = "python -m export") -> argparse.ArgumentParser:
     from peaklayers.serving import PROVIDERS
 
+    from .png import MAX_PIXELS
+
     parser = _Parser(prog=prog,
                      description="Append peak layers to a confidence-map model; export to "
                                  "TorchScript/.pt2/ONNX, verify, serve.")
@@ -117,6 +119,9 @@ def build_parser(prog: str = "python -m export") -> argparse.ArgumentParser:
     run.add_argument("inputs", nargs="+", help=".npy arrays (S,C,H,W or C,H,W) or PNG images")
     run.add_argument("--provider", choices=PROVIDERS, default="auto",
                      help="ONNX Runtime execution provider (auto: CUDA if it loads, else CPU)")
+    run.add_argument("--max-pixels", type=int, default=MAX_PIXELS, metavar="N",
+                     help="largest input accepted: pixels of a PNG (height × width), checked "
+                          f"before decoding; a .npy may hold 3N values ({MAX_PIXELS:,})")
     run.add_argument("--save", default=None, metavar="FILE",
                      help="write the peaks to FILE (.json or .csv) instead of printing them")
     return parser

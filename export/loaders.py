@@ -4,12 +4,14 @@ The kind is read from the file's content, not only its name. A ``torch.save`` pi
 zip holding ``data.pkl`` but no TorchScript code) is refused without being opened:
 unpickling runs arbitrary code from the file. TorchScript archives are loaded with
 ``torch.jit.load`` (the module's code is TorchScript, not Python, and its pickles hold
-only tensors and TorchScript objects); ``.pt2`` archives with ``torch.export.load``
-(JSON graph plus tensor data).
+only tensors and TorchScript objects; the code can still read and write files, so load
+only archives you trust); ``.pt2`` archives with ``torch.export.load`` after
+:mod:`.pt2_safety` has checked that nothing in them is unpickled, evaluated or run.
 """
 
 from __future__ import annotations
 
+import io
 import warnings
 import zipfile
 from pathlib import Path
@@ -17,14 +19,11 @@ from pathlib import Path
 import onnx
 import torch
 
-from .common import ToolError
+from . import pt2_safety
+from .common import ToolError, first_line
 
 KINDS = ("torchscript", "pt2", "onnx")
 
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 def detect_kind(path: Path) -> str:
@@ -37,7 +36,7 @@ def detect_kind(path: Path) -> str:
         try:
             names = zipfile.ZipFile(path).namelist()
         except (zipfile.BadZipFile, OSError) as error:
-            raise ToolError(f"{path}: corrupt archive ({_first_line(error)})") from None
+            raise ToolError(f"{path}: corrupt archive ({first_line(error)})") from None
         if any(n.endswith("/archive_format") or n == "archive_format" for n in names):
             return "pt2"
         if any("/code/" in n or n.startswith("code/") for n in names):
@@ -58,16 +57,26 @@ def load_torchscript(path: Path) -> torch.nn.Module:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch.jit.load's deprecation notice
             return torch.jit.load(str(path), map_location="cpu").eval()
-    except Exception as error:
-        raise ToolError(f"cannot load TorchScript archive {path}: {_first_line(error)}") from None
+    except Exception as error:  # a parser of the user's file: any failure means a bad file
+        raise ToolError(f"cannot load TorchScript archive {path}: {first_line(error)}") from None
 
 
 def load_program(path: Path) -> tuple[torch.export.ExportedProgram, tuple[int, ...] | None]:
-    """The program and the shape of its stored example input (if any)."""
+    """The program and the shape of its stored example input (if any).
+
+    The archive is read once; the bytes checked are the bytes loaded.
+    """
     try:
-        program = torch.export.load(str(path))
-    except Exception as error:
-        raise ToolError(f"cannot load torch.export program {path}: {_first_line(error)}") from None
+        data = path.read_bytes()
+    except OSError as error:
+        raise ToolError(f"cannot read {path}: {error.strerror}") from None
+    pt2_safety.check_archive(data, path)
+    try:
+        with pt2_safety.safe_loading():
+            program = torch.export.load(io.BytesIO(data))
+    except Exception as error:  # a parser of the user's file: any failure means a bad file
+        raise ToolError(f"cannot load torch.export program {path}: {first_line(error)}") from None
+    pt2_safety.check_program(program)
     shape = None
     example = getattr(program, "example_inputs", None)
     if example and example[0] and isinstance(example[0][0], torch.Tensor):
@@ -79,8 +88,8 @@ def load_onnx(path: Path) -> onnx.ModelProto:
     try:
         model = onnx.load(str(path))
         onnx.checker.check_model(model)
-    except Exception as error:
-        raise ToolError(f"{path} is not a valid ONNX model ({_first_line(error)})") from None
+    except Exception as error:  # a parser of the user's file: any failure means a bad file
+        raise ToolError(f"{path} is not a valid ONNX model ({first_line(error)})") from None
     if not model.graph.output:
         raise ToolError(f"{path}: the ONNX graph has no outputs")
     return model

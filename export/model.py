@@ -24,6 +24,7 @@ from . import loaders, onnx_append
 from .common import ToolError, first_line, step
 from .formats import METADATA_KEY, Job, effective_opset, torch_backend
 from .graphs import compose, head_outputs
+from .near_ties import NearTies
 from .report import metadata
 from .sessions import open_peak_session
 from .settings import LayerSettings
@@ -108,9 +109,18 @@ def run(path: str, out: str, input_name: str | None = None, input_shape: str | N
     name = input_name or "images"
     meta = _metadata(common, settings, name, shape, "float32", outs, opset)
     job = Job(graph, example, name, settings.output_names(), meta, opset=opset, dynamo=dynamo)
+    ties = _ties(settings, lambda x: head_outputs(head, torch.from_numpy(x))[0][0].numpy())
     return export_verify_write(format_writer(job, formats, common["out"]), torch_backend(graph),
                                job.output_names, meta, common["out"], inputs, provider,
-                               "peaklayers model export", triton_options=triton_options)
+                               "peaklayers model export", triton_options=triton_options,
+                               ties=ties)
+
+
+def _ties(settings: LayerSettings, maps) -> NearTies:
+    """A user's head is verified allowing peaks that differ only through near-ties."""
+    patch = settings.patch_size if settings.refinement != "none" else 1
+    return NearTies(list(settings.outputs()[0].axes), settings.threshold, settings.stride,
+                    patch, maps)
 
 
 def _metadata(common: dict, settings: LayerSettings, name: str, shape: tuple, dtype: str,
@@ -217,4 +227,5 @@ def _from_onnx(model_path: Path, output_name: str | None, class_maps_output: str
              ] if len(inputs) == 1 else None
     return export_verify_write(written, reference, settings.output_names(), meta, out, inputs,
                                provider, "peaklayers model export",
-                               triton_options=triton_options, notes=notes)
+                               triton_options=triton_options, notes=notes,
+                               ties=_ties(settings, lambda x: head_maps(x)[0]))

@@ -1,7 +1,8 @@
 """``python -m export run MODEL.onnx INPUT...``: run an exported graph with ONNX Runtime.
 
 Inputs are ``.npy`` arrays (``(S, C, H, W)`` or ``(C, H, W)``, read without pickle) or PNG
-images (8-bit grey/RGB/RGBA, scaled to [0, 1]). The session comes from
+images (8-bit grey/RGB/RGBA/palette, read with Pillow, scaled to [0, 1]; at most
+``--max-pixels`` pixels). The session comes from
 :func:`peaklayers.runtime.open_session` on the provider asked for; the provider that
 actually ran is printed and saved. With a class-map graph (``class_probs`` output) the
 peaks are grouped into identities on the host with :func:`peaklayers.identity.group_instances`.
@@ -24,7 +25,7 @@ from peaklayers.runtime import RUNTIME_ERRORS
 from .common import ToolError, first_line, log
 from .formats import METADATA_KEY
 from .peaks_io import peak_rows, rows_to_csv
-from .png import read_png
+from .png import MAX_PIXELS, read_png
 from .sessions import open_peak_session
 from .settings import LAYERS, LayerSettings
 
@@ -61,27 +62,76 @@ def described_outputs(meta: dict, output_names: list[str]) -> tuple[str, dict[st
     raise ToolError(f"{output_names} are not the outputs of a peak graph (points, vals, ...)")
 
 
-def load_input(path: Path, dtype: np.dtype, channels: int | None) -> np.ndarray:
-    """A ``(S, C, H, W)`` array of the model's input dtype from a ``.npy`` or PNG file."""
+def _npy_header(path: Path, handle) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype from a ``.npy`` header, without reading the data."""
+    start = handle.read(6)
+    handle.seek(0)
+    if start.startswith(b"PK\x03\x04"):
+        raise ToolError(f"{path}: a zip archive (.npz?), not a .npy array; save one array "
+                        "with numpy.save")
+    try:
+        version = np.lib.format.read_magic(handle)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(handle)
+        elif version == (2, 0):
+            shape, _, dtype = np.lib.format.read_array_header_2_0(handle)
+        else:
+            raise ToolError(f"{path}: .npy format version {version[0]}.{version[1]} is not "
+                            "read (it holds named fields: save a plain numeric array)")
+    except (ValueError, OSError, EOFError) as error:
+        raise ToolError(f"{path}: not a readable .npy array ({first_line(error)})") from None
+    return tuple(shape), dtype
+
+
+def _read_npy(path: Path, max_values: int) -> np.ndarray:
+    """A real-valued ``.npy`` array of 3 or 4 dimensions and at most ``max_values`` values.
+
+    The header is checked first: complex, date/time, string, structured and object arrays
+    are refused (they have no single real value per pixel), and so is a shape beyond the
+    budget, before any data is read.
+    """
+    with open(path, "rb") as handle:
+        shape, dtype = _npy_header(path, handle)
+        if dtype.fields is not None or dtype.kind not in "biuf":
+            kind = {"c": "complex", "M": "date/time", "m": "time-delta", "U": "text",
+                    "S": "bytes", "O": "Python object", "V": "structured"}.get(dtype.kind,
+                                                                             str(dtype))
+            if dtype.fields is not None:
+                kind = "structured"
+            raise ToolError(f"{path}: {kind} arrays ({dtype}) are not read; the model takes "
+                            "real numbers (integer or floating point)")
+        if len(shape) not in (3, 4):
+            raise ToolError(f"{path}: expected an (S, C, H, W) or (C, H, W) array, got "
+                            f"shape {shape}")
+        values = math.prod(shape)
+        if values > max_values:
+            raise ToolError(f"{path}: the array declares shape {shape} = {values:,} values, "
+                            f"over the budget of {max_values:,} (3 × --max-pixels raises it)")
+        try:
+            handle.seek(0)
+            return np.load(handle, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as error:
+            raise ToolError(f"{path}: not a readable .npy array ({first_line(error)})") from None
+
+
+def load_input(path: Path, dtype: np.dtype, channels: int | None,
+               max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """A ``(S, C, H, W)`` array of the model's input dtype from a ``.npy`` or PNG file.
+
+    A PNG whose declared height × width exceeds ``max_pixels``, or a ``.npy`` declaring
+    more than three times as many values, is refused before its data is read.
+    """
     if not path.is_file():
         raise ToolError(f"input {path} does not exist")
     suffix = path.suffix.lower()
     if suffix == ".npy":
-        try:
-            array = np.load(path, allow_pickle=False)
-        except (ValueError, OSError) as error:
-            raise ToolError(f"{path}: not a readable .npy array ({error})") from None
+        array = _read_npy(path, 3 * max_pixels)
         if array.ndim == 3:
             array = array[None]
-        if array.ndim != 4:
-            raise ToolError(f"{path}: expected an (S, C, H, W) or (C, H, W) array, got "
-                            f"shape {array.shape}")
         if array.dtype == np.uint8:
             array = array / 255.0
     elif suffix == ".png":
-        image = read_png(path)
-        if image.shape[2] in (2, 4):
-            image = image[:, :, :-1]  # drop alpha
+        image = read_png(path, max_pixels)
         if channels == 3 and image.shape[2] == 1:
             image = image.repeat(3, axis=2)
         array = (image.transpose(2, 0, 1)[None] / 255.0)
@@ -145,9 +195,11 @@ def _write_atomically(path: Path, text: str) -> None:
 
 
 def run(model: str, inputs: list[str], provider: str = "auto", save: str | None = None,
-        **_: object) -> dict:
+        max_pixels: int = MAX_PIXELS, **_: object) -> dict:
     """Run ``model`` on every input file; print the peaks or save them as JSON/CSV."""
     model_path = Path(model)
+    if max_pixels < 1:
+        raise ToolError(f"--max-pixels must be positive, got {max_pixels}")
     if save is not None and Path(save).suffix.lower() not in (".json", ".csv"):
         raise ToolError(f"--save must end in .json or .csv, got {save}")
     if not model_path.is_file():
@@ -164,7 +216,7 @@ def run(model: str, inputs: list[str], provider: str = "auto", save: str | None 
     result = {"model": str(model_path), "provider": session.provider, "layer": kind,
               "parts": meta.get("parts"), "files": []}
     for name in inputs:
-        array = load_input(Path(name), np.dtype(dtype_name), channels)
+        array = load_input(Path(name), np.dtype(dtype_name), channels, max_pixels)
         try:
             outputs = session.run(array)
         except (ValueError, TypeError) as error:

@@ -107,3 +107,80 @@ def test_helpers():
         functional.crop_bboxes(CMS, torch.zeros(2, 4), torch.zeros(2, dtype=torch.int64))
     with pytest.raises(ValueError, match="sample_inds"):
         functional.crop_bboxes(CMS, torch.zeros(2, 4, 2), torch.zeros(3, dtype=torch.int64))
+
+
+# ------------------------------------------------ export tool: near-tie peak differences
+
+
+def _near_tie_case():
+    """A 1 × 1 × 6 × 6 map with one clear peak at (1, 1) and a pair of pixels at (4, 4)
+    and (4, 3) equal up to 1e-7: a local peak at (4, 4) in one backend only is a near-tie,
+    a missing peak at (1, 1) is not."""
+    import numpy as np
+
+    maps = np.full((1, 1, 6, 6), 0.1, np.float32)
+    maps[0, 0, 1, 1] = 0.9
+    maps[0, 0, 4, 4] = 0.5
+    maps[0, 0, 3, 4] = np.float32(0.5) - np.float32(1e-7)
+
+    def local(points):
+        n = len(points)
+        return [np.array(points, np.float32).reshape(n, 2),
+                np.array([maps[0, 0, int(y), int(x)] for x, y in points], np.float32),
+                np.zeros(n, np.int32), np.zeros(n, np.int32)]
+
+    return maps, local
+
+
+def test_near_ties_accepts_only_tied_pixels():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from export.near_ties import NearTies, peaks_of, reconcile
+    from peaklayers import LocalPeaks
+
+    maps, local = _near_tie_case()
+    axes = list(LocalPeaks.outputs[0].axes)
+    names = [o.name for o in LocalPeaks.outputs]
+    ties = NearTies(axes, 0.2, 1.0, 1, lambda x: maps)
+    both = peaks_of(names, local([(1, 1), (4, 4)]), axes)
+    clear_only = peaks_of(names, local([(1, 1)]), axes)
+    tie_only = peaks_of(names, local([(4, 4)]), axes)
+    assert reconcile(both, both, maps, ties, 1e-3) == (0, None)
+    assert reconcile(both, clear_only, maps, ties, 1e-3) == (1, None)
+    assert reconcile(clear_only, both, maps, ties, 1e-3) == (1, None)
+    count, problem = reconcile(both, tie_only, maps, ties, 1e-3)
+    assert problem is not None and "(1.00, 1.00)" in problem
+    moved = peaks_of(names, local([(1, 1), (4, 4)]), axes)
+    moved[0] = (0, 0, 1.5, 1.0, *moved[0][4:])  # the clear peak half a pixel away
+    assert reconcile(both, moved, maps, ties, 1e-3)[1] is not None
+
+
+def test_near_ties_top_k_push_out():
+    """Top-1: a near-tie peak that wins in one backend pushes the other backend's winner
+    out; both differences are explained. Without the near-tie, the same swap is not."""
+    import sys
+    from pathlib import Path
+
+    import numpy as np
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from export.near_ties import NearTies, peaks_of, reconcile
+
+    maps, _ = _near_tie_case()
+    maps[0, 0, 1, 1] = 0.4  # the clear peak, now below the tied pixel (4, 4) at 0.5
+
+    def top1(x, y):
+        return [np.array([[[[x, y]]]], np.float32), np.array([[[maps[0, 0, y, x]]]]),
+                np.array([[[True]]])]
+
+    from peaklayers import TopKPeaks
+
+    axes = list(TopKPeaks.outputs[0].axes)
+    names = [o.name for o in TopKPeaks.outputs]
+    ties = NearTies(axes, 0.2, 1.0, 1, lambda x: maps)
+    tied, clear = peaks_of(names, top1(4, 4), axes), peaks_of(names, top1(1, 1), axes)
+    assert reconcile(tied, clear, maps, ties, 1e-3, slots=1) == (2, None)
+    maps[0, 0, 3, 4] = 0.1  # no tie any more: (4, 4) is a clear peak above (1, 1)
+    assert reconcile(tied, clear, maps, ties, 1e-3, slots=1)[1] is not None

@@ -7,9 +7,12 @@ the exported graphs independently of the tool where that is cheap.
 import contextlib
 import io
 import json
+import pickle
 import subprocess
 import sys
 import warnings
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 from export import demo_net  # noqa: E402
 from export.__main__ import main  # noqa: E402
+from export.common import ToolError  # noqa: E402
 from export.png import PART_COLOURS, read_png, write_png  # noqa: E402
 from export.triton import model_config_class, parse_config  # noqa: E402
 from peaklayers import LocalPeaks, TopKPeaks  # noqa: E402
@@ -254,6 +258,23 @@ def test_model_pt2_with_class_maps(tmp_path):
         "batch", 2, 3, 2]
 
 
+def test_model_random_head_with_near_ties(tmp_path):
+    """A TorchScript head of random conv + sigmoid weights with threshold 0: thousands of
+    local peaks, some on pixels that tie a neighbour to the last bits, where TorchScript
+    and ONNX Runtime maps differ. The export is accepted and the near-ties reported."""
+    torch.manual_seed(0)
+    head = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 2, 3, padding=1),
+                         nn.Sigmoid()).eval()
+    model, out = tmp_path / "random.pt", tmp_path / "out"
+    torch.jit.script(head).save(str(model))
+    ok("model", str(model), "--out", str(out), "--input-shape", "3,64,64", "--threshold", "0")
+    parity = {p["backend"]: p for p in json.loads((out / "metadata.json").read_text())[
+        "verification"]["parity"]}
+    assert sum(p["near_ties"] for p in parity.values()) >= 1  # the case this test is for
+    assert all(not p["mismatches"] and p["max_abs_diff"] <= 1e-3 for p in parity.values())
+    assert "Near-ties" in (out / "report.md").read_text()
+
+
 def test_model_onnx_with_topk(tmp_path):
     model, out = tmp_path / "head.onnx", tmp_path / "out"
     _save_head("onnx", model)
@@ -328,6 +349,141 @@ def test_run_csv_and_print(demo_models):
     assert printed.count("thorax") == 2
 
 
+def _png(width: int, height: int, raw_bytes: int, colour_type: int = 0) -> bytes:
+    """An 8-bit PNG declaring ``width`` × ``height`` whose IDAT inflates to ``raw_bytes``
+    zero bytes (rows of filter 0 and black pixels when the sizes agree), written by hand so
+    that the declared size and the stream can disagree."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return (len(data).to_bytes(4, "big") + body
+                + (zlib.crc32(body) & 0xFFFFFFFF).to_bytes(4, "big"))
+
+    packer = zlib.compressobj(9)
+    block = bytes(1 << 20)
+    idat = b"".join(packer.compress(block[:min(len(block), raw_bytes - done)])
+                    for done in range(0, raw_bytes, len(block))) + packer.flush()
+    header = (width.to_bytes(4, "big") + height.to_bytes(4, "big")
+              + bytes([8, colour_type, 0, 0, 0]))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat)
+            + chunk(b"IEND", b""))
+
+
+def test_run_refuses_png_bombs_before_decoding(demo_models, tmp_path, capsys):
+    root = demo_models[0]
+    model = str(root / "topk" / "model.onnx")
+    bomb = tmp_path / "bomb.png"  # 60 MB of black pixels in about 60 kB
+    bomb.write_bytes(_png(10_000, 6_000, 6_000 * 10_001))
+    assert bomb.stat().st_size < 200_000
+    err = _fails(capsys, "run", model, str(bomb), "--provider", "cpu")
+    assert "10000×6000" in err and "--max-pixels" in err
+    # The check comes before decoding: a declared size alone (pixel data cut short) is enough.
+    claim = tmp_path / "claim.png"
+    claim.write_bytes(_png(200_000, 200_000, 1000))
+    assert "--max-pixels" in _fails(capsys, "run", model, str(claim), "--provider", "cpu")
+    # --max-pixels sets the budget both ways.
+    small = tmp_path / "small.png"
+    write_png(small, np.zeros((88, 120, 3), np.uint8))
+    assert "over the budget of 10,000" in _fails(capsys, "run", model, str(small), "--provider",
+                                                 "cpu", "--max-pixels", "10000")
+    ok("run", model, str(small), "--provider", "cpu", "--max-pixels", str(88 * 120))
+
+
+def test_png_with_a_small_size_and_a_huge_stream_is_not_inflated(tmp_path):
+    """A 16 × 16 picture whose stream inflates to 256 MB: reading it stops after the
+    declared pixels (peak memory of the reading process stays far below the stream)."""
+    bomb = tmp_path / "stream.png"
+    bomb.write_bytes(_png(16, 16, 256 << 20))
+    # VmHWM: the peak resident size of this process image (ru_maxrss would include the
+    # forking test process's own).
+    code = ("import re; from pathlib import Path; from export.png import read_png; "
+            f"image = read_png({str(bomb)!r}); print(image.shape, image.max(), re.search("
+            r"r'VmHWM:\s*(\d+)', Path('/proc/self/status').read_text()).group(1))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    shape, peak_kb = result.stdout.rsplit(" ", 1)
+    assert shape == "(16, 16, 1) 0"
+    assert int(peak_kb) < 150_000, f"{int(peak_kb) // 1024} MB peak for a 16 x 16 picture"
+
+
+def test_png_colour_types(tmp_path):
+    """Grey, palette, RGBA and grey+alpha pictures (written by Pillow) read as the values
+    drawn; 16-bit ones are refused with one clear error."""
+    from PIL import Image
+
+    rgb = np.random.default_rng(0).integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "rgb.png")
+    np.testing.assert_array_equal(read_png(tmp_path / "rgb.png"), rgb)
+    Image.fromarray(np.dstack([rgb, np.full((5, 7), 9, np.uint8)])).save(tmp_path / "rgba.png")
+    np.testing.assert_array_equal(read_png(tmp_path / "rgba.png"), rgb)
+    Image.fromarray(rgb[:, :, 0]).save(tmp_path / "grey.png")
+    np.testing.assert_array_equal(read_png(tmp_path / "grey.png"), rgb[:, :, :1])
+    Image.fromarray(rgb[:, :, 0]).convert("LA").save(tmp_path / "la.png")
+    np.testing.assert_array_equal(read_png(tmp_path / "la.png"), rgb[:, :, :1])
+    palette = Image.fromarray(rgb).quantize(8)
+    palette.save(tmp_path / "palette.png")
+    np.testing.assert_array_equal(read_png(tmp_path / "palette.png"),
+                                  np.asarray(palette.convert("RGB")))
+    Image.fromarray(np.full((4, 4), 40_000, np.uint16)).save(tmp_path / "deep.png")
+    with pytest.raises(ToolError, match="8-bit"):
+        read_png(tmp_path / "deep.png")
+    (tmp_path / "fake.png").write_bytes(b"GIF89a" + bytes(100))
+    with pytest.raises(ToolError, match="not a readable PNG"):
+        read_png(tmp_path / "fake.png")
+
+
+def _claimed_npy(path: Path, shape: tuple[int, ...]) -> None:
+    """A ``.npy`` header declaring ``shape`` (float32) followed by 64 bytes of data."""
+    with open(path, "wb") as handle:
+        np.lib.format.write_array_header_1_0(
+            handle, {"descr": "<f4", "fortran_order": False, "shape": shape})
+        handle.write(bytes(64))
+
+
+def _npz_named_npy(path: Path) -> None:
+    with open(path, "wb") as handle:
+        np.savez(handle, frame=np.zeros((3, 8, 8), np.float32))
+
+
+@pytest.mark.parametrize(("make", "expected"), [
+    (lambda p: np.save(p, np.ones((3, 88, 120), np.complex64) * 1j), "complex"),
+    (lambda p: np.save(p, np.zeros((3, 8, 8), "datetime64[s]")), "date/time"),
+    (lambda p: np.save(p, np.zeros((3, 8, 8), "timedelta64[ms]")), "time-delta"),
+    (lambda p: np.save(p, np.full((3, 8, 8), "0.5")), "text"),
+    (lambda p: np.save(p, np.zeros((3, 8, 8), [("x", "f4"), ("y", "f4")])), "structured"),
+    (lambda p: np.save(p, np.zeros((3, 8, 8), object), allow_pickle=True), "Python object"),
+    (_npz_named_npy, ".npz"),
+    # 1 × 3 × 4,000,000 × 2,500,000 float32: 109 TiB declared in a 200-byte file.
+    (lambda p: _claimed_npy(p, (1, 3, 4_000_000, 2_500_000)), "over the budget"),
+    (lambda p: _claimed_npy(p, (3, 88, 120)), "not a readable .npy"),  # data cut short
+    (lambda p: p.write_bytes(b"\x93NUMPY\x01\x00" + bytes(20)), "not a readable .npy"),
+    (lambda p: np.save(p, np.zeros((88, 120), np.float32)), "(S, C, H, W)"),
+])
+def test_run_refuses_npy_that_is_not_a_real_image_array(demo_models, tmp_path, capsys, make,
+                                                         expected):
+    path = tmp_path / "input.npy"
+    make(path)
+    err = _fails(capsys, "run", str(demo_models[0] / "topk" / "model.onnx"), str(path),
+                 "--provider", "cpu")
+    assert expected in err and str(path) in err
+
+
+def test_run_reads_integer_and_fortran_npy(demo_models, tmp_path):
+    """uint8 (scaled by 1/255), float32, and float32 stored in Fortran order give the same
+    peaks (the header checks leave ordinary arrays alone)."""
+    root = demo_models[0]
+    frame = np.load(root / "frame.npy")
+    grey = (frame * 255).round().astype(np.uint8)
+    np.save(tmp_path / "u8.npy", grey)
+    np.save(tmp_path / "f32.npy", grey / np.float32(255))
+    np.save(tmp_path / "fortran.npy", np.asfortranarray(grey / np.float32(255)))
+    model = str(root / "topk" / "model.onnx")
+    ok("run", model, *(str(tmp_path / n) for n in ("u8.npy", "f32.npy", "fortran.npy")),
+       "--provider", "cpu", "--save", str(tmp_path / "peaks.json"))
+    files = json.loads((tmp_path / "peaks.json").read_text())["files"]
+    assert files[0]["peaks"] and files[0]["peaks"] == files[1]["peaks"] == files[2]["peaks"]
+
+
 def test_run_cuda_is_used_or_refused_clearly(demo_models):
     root, _, _ = demo_models
     result = tool("run", str(root / "topk" / "model.onnx"), str(root / "frame.npy"),
@@ -376,6 +532,150 @@ def test_bad_model_files(tmp_path, capsys):
     torch.save(Head(), pickled)
     assert "does not unpickle" in _fails(capsys, "model", str(pickled), "--out", str(out))
     assert not out.exists() and leftovers(tmp_path) == []
+
+
+class _Payload:
+    """Unpickling this object runs code: it creates the file ``marker``."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (exec, (f"open({str(self.marker)!r}, 'w').close()",))
+
+
+def _rewrite_pt2(source: Path, target: Path, change) -> None:
+    """Copy the archive ``source`` to ``target``, ``change(members)`` editing the dict of
+    member name (without the archive's root folder) to bytes."""
+    with zipfile.ZipFile(source) as archive:
+        root = archive.namelist()[0].split("/")[0]
+        members = {n.split("/", 1)[1]: archive.read(n) for n in archive.namelist()}
+    change(members)
+    with zipfile.ZipFile(target, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(f"{root}/{name}", data)
+
+
+def _pickled(obj) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()
+
+
+def _edit_json(members: dict, name: str, edit) -> None:
+    data = json.loads(members[name])
+    edit(data)
+    members[name] = json.dumps(data).encode()
+
+
+def _first_expr(node, payload: str) -> bool:
+    """Replace the first symbolic size expression in a model's JSON by ``payload``."""
+    if isinstance(node, dict):
+        if isinstance(node.get("expr_str"), str):
+            node["expr_str"] = payload
+            return True
+        return any(_first_expr(v, payload) for v in node.values())
+    if isinstance(node, list):
+        return any(_first_expr(v, payload) for v in node)
+    return False
+
+
+def _hostile(kind: str, marker: Path):
+    """An edit of a .pt2 archive's members that makes loading or running it create
+    ``marker``, through each place torch.export.load unpickles or evaluates text."""
+    touch = f"__import__('pathlib').Path({str(marker)!r}).touch()"
+
+    def change(members: dict) -> None:
+        if kind == "sample inputs":
+            members["data/sample_inputs/model.pt"] = _pickled(_Payload(marker))
+        elif kind == "pickled weight":
+            def edit(config):
+                config["config"]["mix.weight"]["use_pickle"] = True
+            _edit_json(members, "data/weights/model_weights_config.json", edit)
+            name = json.loads(members["data/weights/model_weights_config.json"])["config"][
+                "mix.weight"]["path_name"]
+            members[f"data/weights/{name}"] = _pickled(_Payload(marker))
+        elif kind == "opaque constant":
+            def edit(config):
+                config["config"]["evil"] = {"path_name": "opaque_obj_0", "is_param": False,
+                                            "use_pickle": True, "tensor_meta": None}
+            _edit_json(members, "data/constants/model_constants_config.json", edit)
+            members["data/constants/opaque_obj_0"] = pickle.dumps(_Payload(marker))
+        elif kind == "guard code":
+            def edit(model):
+                model["guards_code"] = [f"{touch} is None"]
+            _edit_json(members, "models/model.json", edit)
+        elif kind == "size expression":
+            _edit_json(members, "models/model.json", lambda model: _first_expr(
+                model, f"({touch} or 1) * Symbol('s0', positive=True, integer=True)"))
+    return change
+
+
+@pytest.mark.parametrize("kind", ["sample inputs", "pickled weight", "opaque constant",
+                                  "guard code", "size expression"])
+def test_hostile_pt2_runs_no_code(tmp_path, capsys, kind):
+    good, evil, marker = tmp_path / "head.pt2", tmp_path / "evil.pt2", tmp_path / "pwned"
+    _save_head("pt2", good)
+    _rewrite_pt2(good, evil, _hostile(kind, marker))
+    code = main(["model", str(evil), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert not marker.exists(), "the archive's payload ran"
+    assert code == 1 and err.startswith("export: error: ") and err.count("\n") == 1, err
+    assert "refus" in err or "cannot load" in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_hostile_pt2_renamed_onnx_runs_no_code(tmp_path):
+    good, evil, marker = tmp_path / "head.pt2", tmp_path / "evil.onnx", tmp_path / "pwned"
+    _save_head("pt2", good)
+    _rewrite_pt2(good, evil, _hostile("sample inputs", marker))
+    result = tool("model", str(evil), "--out", str(tmp_path / "out"))
+    assert result.returncode != 0 and not marker.exists()
+    assert result.stderr.startswith("export: error: ") and result.stderr.count("\n") == 1, (
+        result.stderr)
+
+
+def test_rewritten_pt2_still_loads(tmp_path):
+    """The archive rewriting used above keeps a good archive good (the hostile tests fail
+    for their payload, not for the copying)."""
+    from export.loaders import load_program
+
+    good, copy = tmp_path / "head.pt2", tmp_path / "copy.pt2"
+    _save_head("pt2", good)
+    _rewrite_pt2(good, copy, lambda members: None)
+    program, shape = load_program(copy)
+    x = torch.rand(1, 3, 24, 32)
+    torch.testing.assert_close(program.module()(x), Head().eval()(x))
+    assert shape == (2, 3, 40, 48)
+
+
+class _SizeArithmetic(nn.Module):
+    """A head whose graph computes with its input's sizes: the archive holds size
+    expressions and guard code that the safety checks must accept."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        y = nn.functional.interpolate(x, scale_factor=0.5)
+        y = y.reshape(b, c, -1).softmax(-1).reshape(b, c, h // 2, w // 2)
+        return torch.cat([y, y[:, :1] * (h % 3)], 1)
+
+
+def test_pt2_with_size_guards_loads(tmp_path):
+    from export.loaders import load_program
+
+    dims = {0: torch.export.Dim("b"), 2: 2 * torch.export.Dim("h", min=4, max=2000),
+            3: 2 * torch.export.Dim("w", min=4)}
+    path = tmp_path / "sizes.pt2"
+    torch.export.save(torch.export.export(_SizeArithmetic(), (torch.rand(2, 3, 40, 48),),
+                                          dynamic_shapes=(dims,)), path)
+    with zipfile.ZipFile(path) as archive:
+        model = json.loads(archive.read(next(n for n in archive.namelist()
+                                             if n.endswith("models/model.json"))))
+    assert model["guards_code"]  # the case this test is for
+    program, shape = load_program(path)
+    x = torch.rand(1, 3, 20, 30)
+    torch.testing.assert_close(program.module()(x), _SizeArithmetic()(x))
+    assert shape == (2, 3, 40, 48)
 
 
 def test_onnx_output_not_4d(tmp_path, capsys):
