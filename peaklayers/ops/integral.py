@@ -52,8 +52,17 @@ def integral_offsets(
     """
     check_patch_size(patch_size)
     size = _window_size(patch_size)
-    steps = torch.arange(size, device=cms.device) - size // 2
-    windows = pixel_windows(cms, map_inds, xs, ys, steps, steps, 0.0).float().unsqueeze(1)
+    # Only the pixels the samples touch are gathered; the rest of the window is zero.
+    # A pixel beyond them still meets ``grid_sample`` with weight 0 (a sample on a pixel
+    # centre reads its right and lower neighbours too), and 0 * inf is NaN, so a
+    # non-finite pixel just outside the patch must never be in the window (SPEC §4).
+    half = patch_size // 2
+    steps = torch.arange(2 * half + 1, device=cms.device) - half
+    windows = pixel_windows(cms, map_inds, xs, ys, steps, steps, 0.0).float()
+    margin = size // 2 - half
+    if margin > 0:
+        windows = F.pad(windows, [margin, margin, margin, margin])
+    windows = windows.unsqueeze(1)
 
     # Sample positions in window pixels, then in grid_sample's [-1, 1] coordinates
     # (exact: size - 1 is a power of two).
