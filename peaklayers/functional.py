@@ -160,7 +160,8 @@ def crop_bboxes(
             bottom-left, at pixel centres (see :func:`make_centered_bboxes`). All boxes
             have the size of the first; boxes are parallelograms given by their
             top-left, top-right and bottom-left corners.
-        sample_inds (Tensor[n], integer): image of each box.
+        sample_inds (Tensor[n], integer): image of each box, in ``[0, S)`` (negative
+            indices are refused, not counted from the end).
 
     Returns:
         Tensor[n, C, h, w], dtype of ``images``, with
@@ -168,11 +169,22 @@ def crop_bboxes(
         boxes, ``Tensor[0, C, 0, 0]``.
     """
     check_confmaps(images, "images")
+    check_tensor(bboxes, "bboxes")
+    check_tensor(sample_inds, "sample_inds")
     if bboxes.dim() != 3 or bboxes.shape[1:] != (4, 2):
         raise ValueError(f"bboxes must have shape (n, 4, 2), got {tuple(bboxes.shape)}")
     if sample_inds.shape != bboxes.shape[:1]:
         raise ValueError(
             f"sample_inds must have shape ({bboxes.shape[0]},), got {tuple(sample_inds.shape)}"
+        )
+    if sample_inds.is_floating_point() or sample_inds.is_complex() or (
+        sample_inds.dtype == torch.bool
+    ):
+        raise TypeError("sample_inds must have an integer dtype, got " + str(sample_inds.dtype))
+    if sample_inds.numel() and (sample_inds.min() < 0 or sample_inds.max() >= images.shape[0]):
+        raise ValueError(
+            f"sample_inds must lie in [0, {images.shape[0]}) (images.shape[0]), got values "
+            f"from {int(sample_inds.min())} to {int(sample_inds.max())}"
         )
     n, channels = bboxes.shape[0], images.shape[1]
     if n == 0:

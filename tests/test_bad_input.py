@@ -272,3 +272,19 @@ def test_box_sizes():
     with pytest.raises(ValueError, match="box_width"):
         functional.make_centered_bboxes(torch.zeros(2, 2), 5, float("nan"))
 
+
+@pytest.mark.parametrize(
+    "sample_inds, error",
+    [
+        (torch.tensor([0, -1]), ValueError),  # would wrap to the last image
+        (torch.tensor([0, 1]), ValueError),  # CMS has one image
+        (torch.tensor([0.0, 0.7]), TypeError),  # would be truncated to 0
+        (torch.tensor([False, True]), TypeError),
+        ([0, 0], TypeError),
+    ],
+    ids=["negative", "too-large", "float", "bool", "list"],
+)
+def test_crop_bboxes_sample_inds(sample_inds, error):
+    boxes = functional.make_centered_bboxes(torch.tensor([[3.0, 3.0], [4.0, 4.0]]), 4, 4)
+    with pytest.raises(error, match="sample_inds must"):
+        functional.crop_bboxes(CMS, boxes, sample_inds)

@@ -38,6 +38,8 @@ def _check_class_maps(class_maps: torch.Tensor) -> None:
         raise TypeError(
             "class_maps must have a floating-point dtype, got " + str(class_maps.dtype)
         )
+    if class_maps.shape[1] == 0:
+        raise ValueError("class_maps must have at least one class, got " + str(class_maps.shape))
     if class_maps.shape[2] == 0 or class_maps.shape[3] == 0:
         raise ValueError(
             "class_maps must have non-zero height and width, got " + str(class_maps.shape)
