@@ -5,10 +5,12 @@ without the non-finite pixel."""
 import warnings
 
 import numpy as np
+import onnx
 import pytest
 import torch
 
 from peaklayers import GlobalPeaks, LocalPeaks, TopKPeaks, export_onnx
+from test_graph_audit import cuda_problems, op_types, tensorrt_problems
 from test_peaks import check_global, check_local, check_topk
 
 PEAK = (9, 10)  # (x, y) of the one peak of value 1 in channel 0
@@ -93,6 +95,10 @@ def test_exported_window_ignores_nonfinite_pixel(tmp_path, exporter, patch_size)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         path = export_onnx(layer, _base(0), tmp_path / "topk.onnx", dynamo=exporter == "dynamo")
+    # The zero-padded window keeps the graph servable: CUDA kernels and TensorRT ops only.
+    model = onnx.shape_inference.infer_shapes(onnx.load(str(path)), check_type=True)
+    assert cuda_problems(model) == [] and tensorrt_problems(model) == [], op_types(model)
+    assert "NonZero" not in op_types(model)
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     cms = _base(1)[:, :, :17, :19].contiguous()
     cms[0, 0, PEAK[1] + patch_size // 2 + 1, PEAK[0]] = float("-inf")
