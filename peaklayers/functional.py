@@ -10,6 +10,11 @@ from the reference, all deliberate and specified in SPEC.md: a dropped global pe
 has value 0 (not its sub-threshold maximum); tied global maxima give the first
 maximum pixel in row-major order; refinement accumulates in float32; an unknown
 ``refinement`` raises instead of being ignored.
+
+Every function checks its arguments with the same checks as the layers
+(:mod:`peaklayers.ops._checks`): a NaN threshold, a bool or string given as a number, a
+patch size outside 1..255, a threshold or stride beyond the float32 range, or maps that
+are not a tensor fail with a ``ValueError``/``TypeError`` naming the argument.
 """
 
 from typing import Optional
@@ -17,7 +22,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from .ops._checks import check_confmaps
+from .ops._checks import check_confmaps, check_patch_size, check_tensor, python_float
 from .ops.global_peaks import global_peaks
 from .ops.local_peaks import local_peaks
 
@@ -52,6 +57,7 @@ def find_global_peaks(
 
     Returns ``points (Tensor[S, C, 2], float32)`` and ``vals (Tensor[S, C])``.
     """
+    check_patch_size(integral_patch_size, "integral_patch_size")
     return global_peaks(cms, threshold, refinement, integral_patch_size)
 
 
@@ -82,6 +88,7 @@ def find_local_peaks(
     Returns ``points (Tensor[N, 2], float32)``, ``vals (Tensor[N])``,
     ``sample_inds (Tensor[N], int32)``, ``channel_inds (Tensor[N], int32)``.
     """
+    check_patch_size(integral_patch_size, "integral_patch_size")
     return local_peaks(cms, threshold, refinement, integral_patch_size, flat_tops=flat_tops)
 
 
@@ -100,6 +107,8 @@ def integral_regression(
         in the promoted dtype of the inputs. A map summing to 0 gives NaN or inf.
     """
     check_confmaps(cms)
+    check_tensor(xv, "xv")
+    check_tensor(yv, "yv")
     if xv.dim() != 1 or xv.shape[0] != cms.shape[3]:
         raise ValueError(f"xv must have shape ({cms.shape[3]},), got {tuple(xv.shape)}")
     if yv.dim() != 1 or yv.shape[0] != cms.shape[2]:
@@ -124,6 +133,10 @@ def make_centered_bboxes(
         top-left = centroid - (box_width / 2 - 0.5, box_height / 2 - 0.5) and
         bottom-right = centroid + the same.
     """
+    check_tensor(centroids, "centroids")
+    for name, size in (("box_height", box_height), ("box_width", box_width)):
+        if not 0 < python_float(size, name) < float("inf"):
+            raise ValueError(f"{name} must be a positive finite number, got {size}")
     if centroids.dim() != 2 or centroids.shape[1] != 2:
         raise ValueError(f"centroids must have shape (n, 2), got {tuple(centroids.shape)}")
     half_w = box_width / 2 - 0.5
@@ -147,7 +160,8 @@ def crop_bboxes(
             bottom-left, at pixel centres (see :func:`make_centered_bboxes`). All boxes
             have the size of the first; boxes are parallelograms given by their
             top-left, top-right and bottom-left corners.
-        sample_inds (Tensor[n], integer): image of each box.
+        sample_inds (Tensor[n], integer): image of each box, in ``[0, S)`` (negative
+            indices are refused, not counted from the end).
 
     Returns:
         Tensor[n, C, h, w], dtype of ``images``, with
@@ -155,11 +169,22 @@ def crop_bboxes(
         boxes, ``Tensor[0, C, 0, 0]``.
     """
     check_confmaps(images, "images")
+    check_tensor(bboxes, "bboxes")
+    check_tensor(sample_inds, "sample_inds")
     if bboxes.dim() != 3 or bboxes.shape[1:] != (4, 2):
         raise ValueError(f"bboxes must have shape (n, 4, 2), got {tuple(bboxes.shape)}")
     if sample_inds.shape != bboxes.shape[:1]:
         raise ValueError(
             f"sample_inds must have shape ({bboxes.shape[0]},), got {tuple(sample_inds.shape)}"
+        )
+    if sample_inds.is_floating_point() or sample_inds.is_complex() or (
+        sample_inds.dtype == torch.bool
+    ):
+        raise TypeError("sample_inds must have an integer dtype, got " + str(sample_inds.dtype))
+    if sample_inds.numel() and (sample_inds.min() < 0 or sample_inds.max() >= images.shape[0]):
+        raise ValueError(
+            f"sample_inds must lie in [0, {images.shape[0]}) (images.shape[0]), got values "
+            f"from {int(sample_inds.min())} to {int(sample_inds.max())}"
         )
     n, channels = bboxes.shape[0], images.shape[1]
     if n == 0:

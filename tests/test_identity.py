@@ -13,7 +13,7 @@ from peaklayers.identity import (
     group_class_peaks,
     group_instances,
 )
-from peaklayers.ops.class_maps import ClassMapLookup
+from peaklayers.ops.class_maps import ClassMapLookup, class_probabilities
 from peaklayers.ops.topk_peaks import topk_peaks
 from peaklayers.serving import assignment
 
@@ -272,3 +272,52 @@ def test_bad_input():
     with pytest.raises(ValueError, match="class_probs"):
         group_instances(pts.numpy(), vals.numpy(), probs[:2], inds, inds, n_samples=1,
                         n_channels=1)
+
+
+# Zero classes (K = 0): no pair can be formed (min(n_peaks, 0) = 0), so the results are
+# empty: no kept peak, every instance unassigned, instance arrays with no class rows.
+def test_zero_classes_vectors():
+    class_inds, class_probs = get_class_inds_from_vectors(np.zeros((3, 0), np.float32))
+    np.testing.assert_array_equal(class_inds, [-1, -1, -1])
+    assert np.isnan(class_probs).all() and class_probs.shape == (3,)
+
+
+def test_zero_classes_grouping():
+    inds = np.array([0, 0, 1], np.int32)
+    peak_inds, class_inds = group_class_peaks(
+        np.zeros((3, 0), np.float32), inds, inds, 2, 2
+    )
+    assert peak_inds.shape == (0,) and class_inds.shape == (0,)
+
+
+@pytest.mark.parametrize("as_tensor", [False, True])
+def test_zero_classes_instances(as_tensor):
+    gen = np.random.default_rng(0)
+    points = gen.random((3, 2), dtype=np.float32) * 7
+    vals = np.ones(3, np.float32)
+    inds = np.array([0, 0, 1], np.int32)
+    wrap = torch.from_numpy if as_tensor else (lambda a: a)
+    outputs = [
+        classify_peaks_from_maps(
+            wrap(np.zeros((2, 0, 8, 8), np.float32)), wrap(points), wrap(vals), wrap(inds),
+            wrap(inds), 3
+        ),
+        group_instances(
+            wrap(points), wrap(vals), wrap(np.zeros((3, 0), np.float32)), wrap(inds),
+            wrap(inds), n_samples=2, n_channels=3
+        ),
+        group_instances(
+            wrap(points.reshape(1, 3, 1, 2)), wrap(vals.reshape(1, 3, 1)),
+            wrap(np.zeros((1, 3, 1, 0), np.float32))
+        ),
+    ]
+    for (out_points, out_vals, out_probs), samples in zip(outputs, (2, 2, 1), strict=True):
+        assert tuple(out_points.shape) == (samples, 0, 3, 2)
+        assert tuple(out_vals.shape) == (samples, 0, 3)
+        assert tuple(out_probs.shape) == (samples, 0, 3)
+        assert isinstance(out_points, torch.Tensor) == as_tensor
+
+
+def test_class_lookup_needs_a_class():
+    with pytest.raises(ValueError, match="class_maps must have at least one class"):
+        class_probabilities(torch.zeros(1, 0, 8, 8), torch.zeros(2, 2), torch.zeros(2).long())

@@ -287,19 +287,69 @@ def _check_metadata(metadata: object) -> dict[str, str]:
     return dict(metadata)
 
 
-def _widened(example: torch.Tensor) -> torch.Tensor:
+# Bounds of one input axis: (min, max or None), or None where the axis has a fixed size.
+_Bound = Optional[tuple[int, Optional[int]]]
+_DYNAMIC_AXES = (0, 2, 3)
+
+
+def _program_bounds(model: nn.Module, count: int) -> list[dict[int, _Bound]]:
+    """The sizes a ``torch.export`` program at the model's input accepts, per input.
+
+    A ``.pt2`` head may have been exported with bounded Dims (say height in [16, 256])
+    or fixed sizes; exporting the model around it with unbounded Dims would contradict
+    the program's own checks ("Constraints violated"). The first program module met in
+    ``model.modules()`` (the model itself, or the first stage of a Sequential) is taken
+    to read the model's inputs, if it has as many; its bounds then become the Dims'.
+    Axes the program does not constrain are not listed.
+    """
+    for module in model.modules():
+        ranges = getattr(module, "range_constraints", None)
+        if not isinstance(module, torch.fx.GraphModule) or not isinstance(ranges, dict):
+            continue
+        shapes = [
+            node.meta["val"].shape
+            for node in module.graph.nodes
+            if node.op == "placeholder" and isinstance(node.meta.get("val"), torch.Tensor)
+        ]
+        if len(shapes) != count or any(len(shape) != 4 for shape in shapes):
+            return [{} for _ in range(count)]
+        bounds = []
+        for shape in shapes:
+            axes: dict[int, _Bound] = {}
+            for axis in _DYNAMIC_AXES:
+                size = shape[axis]
+                if not isinstance(size, torch.SymInt):
+                    axes[axis] = None  # fixed by the program
+                    continue
+                value_range = ranges.get(size.node.expr)
+                if value_range is None:
+                    continue  # a derived size (2 * h, ...): left to torch.export
+                try:
+                    upper: Optional[int] = int(value_range.upper)
+                except Exception:  # int_oo: unbounded
+                    upper = None
+                axes[axis] = (max(int(value_range.lower), 1), upper)
+            bounds.append(axes)
+        return bounds
+    return [{} for _ in range(count)]
+
+
+def _widened(example: torch.Tensor, bounds: Optional[dict[int, _Bound]] = None) -> torch.Tensor:
     """``example`` with batch, height and width of 1 repeated to 2.
 
     Exporters specialise a size of 1 into a constant (torch.export refuses to keep it
     dynamic); the graph of a peak layer does not depend on the values, so repeating
-    the one sample, row or column loses nothing.
+    the one sample, row or column loses nothing. Axes that ``bounds`` fixes, or caps
+    at 1, are left as they are.
     """
-    samples, channels, height, width = example.shape
-    if 1 not in (samples, height, width):
+    sizes = list(example.shape)
+    for axis in _DYNAMIC_AXES:
+        bound = (bounds or {}).get(axis, (1, None))
+        if sizes[axis] == 1 and bound is not None and (bound[1] is None or bound[1] >= 2):
+            sizes[axis] = 2
+    if sizes == list(example.shape):
         return example
-    return example.expand(
-        max(samples, 2), channels, max(height, 2), max(width, 2)
-    ).contiguous()
+    return example.expand(*sizes).contiguous()
 
 
 def _size_names(index: int) -> tuple[str, str]:
@@ -309,21 +359,59 @@ def _size_names(index: int) -> tuple[str, str]:
     return "height" + suffix, "width" + suffix
 
 
-def _dynamic_shapes(count: int = 1, shared: bool = False) -> tuple[dict[int, object], ...]:
+# The largest size given to an otherwise unbounded Dim when other Dims are bounded: with
+# a mix, torch.export's ranges for data-dependent sizes (the local peaks' count) multiply
+# an infinite bound by a finite one into a constant beyond int64, which the ONNX exporter
+# cannot write. No axis of a real input comes near it.
+_LARGEST_AXIS = 2**31 - 1
+
+
+def _dim(name: str, bounds: list[_Bound], capped: bool = False) -> Optional[object]:
+    """A Dim within every one of ``bounds`` (None: a fixed size); at most
+    :data:`_LARGEST_AXIS` if ``capped``."""
+    low, high = 1, None
+    for bound in bounds:
+        if bound is None:
+            return None
+        low = max(low, bound[0])
+        if bound[1] is not None:
+            high = bound[1] if high is None else min(high, bound[1])
+    if high is None and capped:
+        high = _LARGEST_AXIS
+    if high is None:
+        return torch.export.Dim(name, min=low)
+    return torch.export.Dim(name, min=low, max=high)
+
+
+def _dynamic_shapes(
+    count: int = 1, shared: bool = False, bounds: Optional[list[dict[int, _Bound]]] = None
+) -> tuple[dict[int, object], ...]:
     """``torch.export`` Dims: one batch for all inputs; height and width per input, or
-    (``shared``) the first input's for every input."""
-    batch = torch.export.Dim("batch", min=1)
+    (``shared``) the first input's for every input; within ``bounds`` (see
+    :func:`_program_bounds`), and absent for the axes they fix."""
+    bounds = bounds or [{} for _ in range(count)]
+    unbounded: _Bound = (1, None)
+    capped = any(b is not None and b[1] is not None for axes in bounds for b in axes.values())
+    batch = _dim("batch", [b.get(0, unbounded) for b in bounds], capped)
     shapes = []
     for index in range(count):
         if shared and shapes:
             shapes.append(dict(shapes[0]))
             continue
         height, width = _size_names(index)
-        shapes.append({
-            0: batch,
-            2: torch.export.Dim(height, min=1),
-            3: torch.export.Dim(width, min=1),
-        })
+        if shared:
+            dims = {
+                0: batch,
+                2: _dim(height, [b.get(2, unbounded) for b in bounds], capped),
+                3: _dim(width, [b.get(3, unbounded) for b in bounds], capped),
+            }
+        else:
+            dims = {
+                0: batch,
+                2: _dim(height, [bounds[index].get(2, unbounded)], capped),
+                3: _dim(width, [bounds[index].get(3, unbounded)], capped),
+            }
+        shapes.append({axis: dim for axis, dim in dims.items() if dim is not None})
     return tuple(shapes)
 
 
@@ -338,15 +426,40 @@ def _asks_equal_sizes(error: BaseException) -> bool:
     return False
 
 
-def _with_dims(export: Callable[[tuple], _T], count: int) -> _T:
+def _violates_constraints(error: BaseException) -> bool:
+    seen: set[int] = set()
+    current: Optional[BaseException] = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if "Constraints violated" in str(current):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def _with_dims(
+    export: Callable[[tuple], _T], count: int, bounds: Optional[list[dict[int, _Bound]]] = None
+) -> _T:
     """``export(dynamic_shapes)`` with separate height/width per input; if torch.export
     finds that the model needs the inputs' sizes equal, again with shared ones."""
     try:
-        return export(_dynamic_shapes(count))
-    except RuntimeError as error:  # torch.export's constraint errors
-        if count == 1 or not _asks_equal_sizes(error):
+        try:
+            return export(_dynamic_shapes(count, bounds=bounds))
+        except RuntimeError as error:  # torch.export's constraint errors
+            if count == 1 or not _asks_equal_sizes(error):
+                raise
+        return export(_dynamic_shapes(count, shared=True, bounds=bounds))
+    except RuntimeError as error:
+        if not _violates_constraints(error):
             raise
-    return export(_dynamic_shapes(count, shared=True))
+        raise ValueError(
+            "the model restricts its input sizes in a way the dynamic batch, height and "
+            "width Dims cannot follow (torch.export: " + str(error).splitlines()[0] + "). "
+            "Bounds and fixed sizes of a torch.export program at the model's input are "
+            "kept; constraints inside the model are not: export it with Dims of min=1 "
+            "and no max (torch.export.Dim('height', min=1)), or give a model whose "
+            "first stage is the program"
+        ) from error
 
 
 def export_program(
@@ -363,14 +476,18 @@ def export_program(
             input, any size (sizes of 1 are repeated to 2 so that they stay dynamic).
             All inputs share the batch Dim (``batch``); height and width have one Dim per
             input (``height``, ``width``, then ``height_1``, ``width_1``, ...), or one
-            for all inputs when the model needs their sizes equal.
+            for all inputs when the model needs their sizes equal. A ``torch.export``
+            program at the model's input (the model, or its first stage, e.g. a ``.pt2``
+            head) keeps its own bounds and fixed sizes: the Dims follow them.
 
     Returns:
         torch.export.ExportedProgram: ``program.module()(*x)`` equals ``model(*x)`` for
         any batch and map sizes.
     """
     model = _check_model(model)
-    examples = tuple(_widened(t) for t in _check_examples(example))
+    examples = _check_examples(example)
+    bounds = _program_bounds(model, len(examples))
+    examples = tuple(_widened(t, b) for t, b in zip(examples, bounds, strict=True))
     name = _scripted_part(model)
     if name is not None or isinstance(model, torch.jit.ScriptModule):
         raise ValueError(
@@ -379,7 +496,9 @@ def export_program(
         )
     with exporter_noise_hidden():
         return _with_dims(
-            lambda dims: torch.export.export(model, examples, dynamic_shapes=dims), len(examples)
+            lambda dims: torch.export.export(model, examples, dynamic_shapes=dims),
+            len(examples),
+            bounds,
         )
 
 
@@ -456,6 +575,9 @@ def export_onnx(
 
             - a ``torch.export`` program (``ExportedProgram``, or its ``.module()``, e.g.
               a loaded ``.pt2``): its mode is fixed in its graph, so it is not switched;
+              if it was exported with bounded or fixed sizes (``Dim(min=16, max=256)``),
+              the export keeps them (a model that constrains its sizes elsewhere gets a
+              ``ValueError`` saying how to re-export it);
             - a TorchScript module (e.g. from ``torch.jit.load``) inside the model: with
               ``dynamo=False`` the whole model is scripted first (the tracer cannot
               enter a ScriptModule; the peak layers are scriptable); ``dynamo=True``
@@ -510,7 +632,9 @@ def export_onnx(
     from .. import __version__
 
     model = _check_model(model)
-    examples = tuple(_widened(t) for t in _check_examples(example))
+    examples = _check_examples(example)
+    bounds = _program_bounds(model, len(examples))
+    examples = tuple(_widened(t, b) for t, b in zip(examples, bounds, strict=True))
     if not isinstance(dynamo, bool):
         raise TypeError("dynamo must be a bool, got " + type(dynamo).__name__)
     opset = _check_opset(opset, dynamo)
@@ -538,6 +662,7 @@ def export_onnx(
                     **common,
                 ),
                 len(examples),
+                bounds,
             )
         else:
             options: dict[str, object] = {}

@@ -23,10 +23,12 @@ from typing import Optional
 import torch
 from torch import nn
 
-from ._checks import check_stride, python_float
+from ._checks import check_stride, check_tensor, python_float
 
 
 def _check_class_maps(class_maps: torch.Tensor) -> None:
+    if not torch.jit.is_scripting():
+        check_tensor(class_maps, "class_maps")
     if class_maps.dim() != 4:
         raise ValueError(
             "class_maps must be a 4-D tensor (samples, classes, height, width), got "
@@ -36,6 +38,8 @@ def _check_class_maps(class_maps: torch.Tensor) -> None:
         raise TypeError(
             "class_maps must have a floating-point dtype, got " + str(class_maps.dtype)
         )
+    if class_maps.shape[1] == 0:
+        raise ValueError("class_maps must have at least one class, got " + str(class_maps.shape))
     if class_maps.shape[2] == 0 or class_maps.shape[3] == 0:
         raise ValueError(
             "class_maps must have non-zero height and width, got " + str(class_maps.shape)
@@ -43,6 +47,8 @@ def _check_class_maps(class_maps: torch.Tensor) -> None:
 
 
 def _check_points(points: torch.Tensor, rank: int) -> None:
+    if not torch.jit.is_scripting():
+        check_tensor(points, "points")
     if points.dim() != rank or points.shape[-1] != 2:
         raise ValueError(
             "points must have shape " + ("(N, 2)" if rank == 2 else "(S, C, slots, 2)")
@@ -53,6 +59,8 @@ def _check_points(points: torch.Tensor, rank: int) -> None:
 
 
 def _check_sample_inds(sample_inds: torch.Tensor, points: torch.Tensor) -> None:
+    if not torch.jit.is_scripting():
+        check_tensor(sample_inds, "sample_inds")
     if sample_inds.dim() != 1 or sample_inds.shape[0] != points.shape[0]:
         raise ValueError(
             "sample_inds must have shape (N,) with N = points.shape[0] = "

@@ -4,7 +4,13 @@ from typing import Optional
 
 import torch
 
-from ._checks import check_confmaps, check_patch_size, check_refinement, check_stride
+from ._checks import (
+    check_confmaps,
+    check_patch_size,
+    check_refinement,
+    check_stride,
+    check_threshold,
+)
 from ._layer import PeakLayer
 from .integral import integral_offsets
 from .outputs import Output
@@ -41,6 +47,7 @@ def global_peaks(
         vals (Tensor[S, C], dtype of ``cms``): the peak values.
     """
     check_confmaps(cms)
+    check_threshold(threshold)
     check_refinement(refinement)
     check_patch_size(patch_size)
     check_stride(stride)

@@ -3,7 +3,7 @@
 import torch
 import torch.nn.functional as F
 
-from ._checks import check_patch_size
+from ._checks import check_confmaps, check_patch_size, check_tensor
 from ._windows import pixel_windows
 
 
@@ -22,6 +22,22 @@ def _window_size(patch_size: int) -> int:
     while side < 2 * half:
         side *= 2
     return side + 1
+
+
+def _check_indices(map_inds: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor) -> None:
+    if not torch.jit.is_scripting():
+        check_tensor(map_inds, "map_inds")
+        check_tensor(xs, "xs")
+        check_tensor(ys, "ys")
+    n = map_inds.shape[0] if map_inds.dim() == 1 else -1
+    for name, t in (("map_inds", map_inds), ("xs", xs), ("ys", ys)):
+        if t.dim() != 1 or t.shape[0] != n:
+            raise ValueError(
+                name + " must be 1-D with as many entries as map_inds, got shape "
+                + str(t.shape)
+            )
+        if t.dtype != torch.int64:
+            raise TypeError(name + " must have dtype int64, got " + str(t.dtype))
 
 
 def integral_offsets(
@@ -50,10 +66,21 @@ def integral_offsets(
     Returns:
         Tensor[N, 2], float32: ``(dx, dy)`` to add to the peak's ``(x, y)``.
     """
+    check_confmaps(cms)
+    _check_indices(map_inds, xs, ys)
     check_patch_size(patch_size)
     size = _window_size(patch_size)
-    steps = torch.arange(size, device=cms.device) - size // 2
-    windows = pixel_windows(cms, map_inds, xs, ys, steps, steps, 0.0).float().unsqueeze(1)
+    # Only the pixels the samples touch are gathered; the rest of the window is zero.
+    # A pixel beyond them still meets ``grid_sample`` with weight 0 (a sample on a pixel
+    # centre reads its right and lower neighbours too), and 0 * inf is NaN, so a
+    # non-finite pixel just outside the patch must never be in the window (SPEC §4).
+    half = patch_size // 2
+    steps = torch.arange(2 * half + 1, device=cms.device) - half
+    windows = pixel_windows(cms, map_inds, xs, ys, steps, steps, 0.0).float()
+    margin = size // 2 - half
+    if margin > 0:
+        windows = F.pad(windows, [margin, margin, margin, margin])
+    windows = windows.unsqueeze(1)
 
     # Sample positions in window pixels, then in grid_sample's [-1, 1] coordinates
     # (exact: size - 1 is a power of two).

@@ -11,6 +11,7 @@ from ._checks import (
     check_patch_size,
     check_refinement,
     check_stride,
+    check_threshold,
 )
 from ._layer import LocalPeakLayer
 from .flat_tops import flat_top_maxima
@@ -49,6 +50,7 @@ def local_peaks(
         channel_inds (Tensor[N], int32): channel of each peak.
     """
     check_confmaps(cms)
+    check_threshold(threshold)
     check_refinement(refinement)
     check_patch_size(patch_size)
     check_stride(stride)

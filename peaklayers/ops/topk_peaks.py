@@ -11,6 +11,7 @@ from ._checks import (
     check_patch_size,
     check_refinement,
     check_stride,
+    check_threshold,
     python_int,
 )
 from ._layer import LocalPeakLayer
@@ -98,6 +99,7 @@ def topk_peaks(
         valid (Tensor[S, C, k], bool): which slots hold a peak.
     """
     check_confmaps(cms)
+    check_threshold(threshold)
     check_k(k)
     check_refinement(refinement)
     check_patch_size(patch_size)

@@ -16,6 +16,10 @@ session (numpy) directly, in the variable-length or the fixed-shape top-K form.
 Torch tensors in give torch tensors out (on the device of the input); numpy in gives
 numpy out.
 
+Zero classes (``K = 0``) are valid input and give empty results: no pair can be
+formed, so every function returns empty index arrays, unassigned instances, or
+instance arrays with a class axis of length 0.
+
 Assignment (SPEC §3.1 step 2): in each group, peaks are matched to classes so that
 the summed probability is largest, with ``min(n_peaks, K)`` pairs. The batched solver,
 its paths and its deterministic tie rule are in :mod:`peaklayers.serving.assignment`.
@@ -117,6 +121,8 @@ def _group_indices(
     probs: np.ndarray, samples: np.ndarray, channels: np.ndarray, n_channels: int, n_groups: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """(peak_inds, class_inds) of the kept pairs, ordered by (sample, channel, peak)."""
+    if probs.shape[1] == 0:  # no classes: min(n_peaks, 0) = 0 pairs in every group
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
     keys = samples * n_channels + channels
     assigned, order = _assign_groups(probs, keys, n_groups)
     peak_inds = order[assigned[order] >= 0]  # by (sample, channel, peak)
@@ -254,12 +260,15 @@ def classify_peaks_from_maps(
     channels = _index_arg(peak_channel_inds, "peak_channel_inds", length, n_channels,
                           "n_channels")
 
-    probs = class_probabilities(
-        maps.detach(),
-        torch.from_numpy(np.ascontiguousarray(points, dtype=np.float32)).to(maps.device),
-        torch.from_numpy(samples).to(maps.device),
-    )
-    probs = _to_numpy(probs, "class_maps")
+    if maps.shape[1] == 0:  # no classes, nothing to look up (the graph op refuses K = 0)
+        probs = _to_numpy(maps.new_zeros((length, 0)), "class_maps")
+    else:
+        probs = class_probabilities(
+            maps.detach(),
+            torch.from_numpy(np.ascontiguousarray(points, dtype=np.float32)).to(maps.device),
+            torch.from_numpy(samples).to(maps.device),
+        )
+        probs = _to_numpy(probs, "class_maps")
     _check_finite(probs, "class_maps (at the peaks)")
     result = _assemble(points, vals, probs, samples, channels, n_samples, n_channels)
     if isinstance(class_maps, torch.Tensor):
