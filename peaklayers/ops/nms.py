@@ -10,12 +10,14 @@ The neighbourhood is written once, in :func:`_around`, as a 3x3 max-pool without
 the centre built from shifted slices and ``maximum`` (``MaxPool`` itself includes the
 centre, and its dilated variants are not accepted by every backend). It is applied
 
-- densely by :func:`strict_maxima_mask`: fixed shapes, no ``NonZero``; the top-K
-  layer uses it;
+- densely by :func:`strict_maxima_mask`: fixed shapes, no ``NonZero``;
 - to the rows that reach above the threshold only, by :func:`hot_row_maxima`.
   Confidence maps are near zero almost everywhere, so this is several times
   cheaper on CPU than any dense pass; the variable-length local-peak layer, which
   needs ``NonZero`` anyway, uses it.
+
+The top-K layer uses :func:`strict_maxima_scores`, the same rule from one map padded
+on all sides (fewer passes over the maps, no threshold).
 """
 
 
@@ -60,6 +62,26 @@ def strict_maxima_mask(cms: torch.Tensor, threshold: float) -> torch.Tensor:
     padded = F.pad(cms, (0, 0, 1, 1), value=float("-inf"))
     around = _around(padded[:, :, :-2], cms, padded[:, :, 2:])
     return cms > torch.maximum(around, _below(threshold, cms))
+
+
+def strict_maxima_scores(cms: torch.Tensor) -> torch.Tensor:
+    """The value of every strict local maximum, at any value, ``-inf`` elsewhere.
+
+    No threshold: the top-K layer compares only the values it keeps. The neighbours
+    come from one padded copy of the maps and four maxima of shifted views (left and
+    right, then the rows above and below over three columns, then the two together).
+
+    Args:
+        cms (Tensor[S, C, H, W]): confidence maps, floating point.
+
+    Returns:
+        Tensor[S, C, H, W], dtype of ``cms``.
+    """
+    padded = F.pad(cms, (1, 1, 1, 1), value=float("-inf"))
+    beside = torch.maximum(padded[..., :-2], padded[..., 2:])  # rows -1..H
+    three = torch.maximum(beside, padded[..., 1:-1])
+    around = torch.maximum(torch.maximum(three[:, :, :-2], three[:, :, 2:]), beside[:, :, 1:-1])
+    return torch.where(cms > around, cms, cms.new_full((), float("-inf")))
 
 
 def hot_row_maxima(
