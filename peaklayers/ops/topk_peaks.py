@@ -166,8 +166,10 @@ def topk_peaks(
         )
 
     maps = cms
+    widened = False
     if not torch.jit.is_scripting():
         if torch.onnx.is_in_onnx_export() and cms.element_size() < 4:
+            widened = True
             # ONNX Runtime's CPU kernels for half-precision Max, Greater and Where are
             # several times slower than the float32 ones; widening is exact.
             maps = cms.to(torch.float32)
@@ -176,7 +178,8 @@ def topk_peaks(
     else:
         scores = strict_maxima_scores(maps)
     ys, xs, vals = _top_pixels(scores, k)
-    vals = vals.to(cms.dtype)
+    if widened:  # a traced dtype conversion would be fixed to the example's dtype
+        vals = vals.to(cms.dtype)
     # The threshold again: flat-top anchors are found at any value.
     valid = vals > cms.new_full((), threshold)
     ys = torch.where(valid, ys, torch.zeros_like(ys))
