@@ -41,13 +41,16 @@ def loop_scores(cms):
               elements=st.sampled_from([-math.inf, -1.0, 0.0, 0.25, 0.5, 1.0, math.inf])))
 def test_scores_equal_loop(cms):
     cms = torch.from_numpy(cms)
-    np.testing.assert_array_equal(strict_maxima_scores(cms).double().numpy(), loop_scores(cms))
+    scores = strict_maxima_scores(cms)
+    assert scores.shape == (*cms.shape[:3], cms.shape[3] + 2)
+    assert torch.all(scores[..., [0, -1]] == -math.inf)
+    np.testing.assert_array_equal(scores[..., 1:-1].double().numpy(), loop_scores(cms))
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.float64])
 def test_scores_keep_dtype(dtype):
     cms = torch.rand(2, 3, 9, 8, generator=torch.Generator().manual_seed(1)).to(dtype)
-    scores = strict_maxima_scores(cms)
+    scores = strict_maxima_scores(cms)[..., 1:-1]
     assert scores.dtype == dtype
     np.testing.assert_array_equal(scores.double().numpy(), loop_scores(cms))
 

@@ -65,23 +65,50 @@ def strict_maxima_mask(cms: torch.Tensor, threshold: float) -> torch.Tensor:
 
 
 def strict_maxima_scores(cms: torch.Tensor) -> torch.Tensor:
-    """The value of every strict local maximum, at any value, ``-inf`` elsewhere.
+    """The value of every strict local maximum, at any value, ``-inf`` elsewhere, with
+    a column of ``-inf`` on each side of the maps.
 
-    No threshold: the top-K layer compares only the values it keeps. The neighbours
-    come from one padded copy of the maps and four maxima of shifted views (left and
-    right, then the rows above and below over three columns, then the two together).
+    No threshold: the top-K layer compares only the values it keeps. The maps are
+    padded once and laid out flat, pixel after pixel; a neighbour is then the same flat
+    array shifted by 1 (left, right) or by a padded row (above, below). Every shifted
+    view is one contiguous block per map, so that ONNX Runtime, which copies each
+    slice, copies blocks rather than rows, and eager torch runs its fast kernels.
 
     Args:
         cms (Tensor[S, C, H, W]): confidence maps, floating point.
 
     Returns:
-        Tensor[S, C, H, W], dtype of ``cms``.
+        Tensor[S, C, H, W + 2], dtype of ``cms``: column ``x + 1`` holds pixel ``x``.
     """
-    padded = F.pad(cms, (1, 1, 1, 1), value=float("-inf"))
-    beside = torch.maximum(padded[..., :-2], padded[..., 2:])  # rows -1..H
-    three = torch.maximum(beside, padded[..., 1:-1])
-    around = torch.maximum(torch.maximum(three[:, :, :-2], three[:, :, 2:]), beside[:, :, 1:-1])
-    return torch.where(cms > around, cms, cms.new_full((), float("-inf")))
+    samples, channels, height, width = cms.shape[0], cms.shape[1], cms.shape[2], cms.shape[3]
+    # Two rows above and below: every shifted view below starts and ends inside.
+    padded = F.pad(cms, (1, 1, 2, 2), value=float("-inf"))
+    side = width + 2
+    flat = _flat(padded)
+    length = flat.shape[2]
+    beside = torch.maximum(flat[:, :, : length - 2], flat[:, :, 2:])  # of pixel j + 1
+    three = torch.maximum(beside, flat[:, :, 1 : length - 1])
+    count = height * side  # the pixels of rows 0..H-1, padding columns included
+    start = 2 * side
+    around = torch.maximum(
+        torch.maximum(three[:, :, side - 1 : side - 1 + count],
+                      three[:, :, 3 * side - 1 : 3 * side - 1 + count]),
+        beside[:, :, start - 1 : start - 1 + count],
+    )
+    centre = flat[:, :, start : start + count]
+    scores = torch.where(centre > around, centre, cms.new_full((), float("-inf")))
+    if torch.jit.is_tracing():
+        return scores.reshape(-1, channels, height, side)  # see _flat
+    return scores.reshape(samples, channels, height, side)
+
+
+def _flat(t: torch.Tensor) -> torch.Tensor:
+    """``t (Tensor[S, C, H, W])`` as ``Tensor[S, C, H * W]``."""
+    if torch.jit.is_tracing():
+        # The TorchScript-based ONNX exporter writes the computed H * W as -1, which
+        # ONNX Runtime cannot resolve for an empty batch; a -1 batch it can.
+        return t.reshape(-1, t.shape[1], t.shape[2] * t.shape[3])
+    return t.flatten(2)
 
 
 def hot_row_maxima(

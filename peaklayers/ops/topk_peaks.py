@@ -175,9 +175,10 @@ def topk_peaks(
             maps = cms.to(torch.float32)
     if flat_tops == "merge":
         scores = torch.where(flat_top_rejected(maps), maps.new_full((), float("-inf")), maps)
+        ys, xs, vals = _top_pixels(scores, k)
     else:
-        scores = strict_maxima_scores(maps)
-    ys, xs, vals = _top_pixels(scores, k)
+        ys, xs, vals = _top_pixels(strict_maxima_scores(maps), k)
+        xs = xs - 1  # the scores have a padding column on the left
     if widened:  # a traced dtype conversion would be fixed to the example's dtype
         vals = vals.to(cms.dtype)
     # The threshold again: flat-top anchors are found at any value.
