@@ -6,6 +6,7 @@ meaningful on a noisy machine. Run from the repository root::
 
     python benchmarks/bench_peaks.py            # all shapes
     python benchmarks/bench_peaks.py --quick    # the (8, 17, 192, 192) shape only
+    python benchmarks/bench_peaks.py --nodes    # node counts of the exported graphs only
 
 The ONNX Runtime columns run each layer exported with :func:`peaklayers.export_onnx`
 (TorchScript-based exporter, opset 17, and the dynamo exporter at its newest opset)
@@ -186,16 +187,77 @@ def flat_top_table(min_run_time, shape=(8, 17, 192, 192), rounds=5):
     return "\n".join(lines)
 
 
+NODE_LAYERS = {
+    **LAYERS,
+    "TopKPeaks(k=8, merge)": lambda: TopKPeaks(8, refinement="integral", flat_tops="merge"),
+}
+
+
+def node_table():
+    """Nodes of every exported graph: as written by each exporter, and as ONNX Runtime
+    runs it on the CPU after its own graph optimisation (ORT_ENABLE_ALL)."""
+    import onnx
+    import onnxruntime as ort
+
+    lines = ["| layer | exporter | nodes in the file | nodes after ORT optimisation |",
+             "|---|---|---|---|"]
+    cms = confidence_maps((2, 17, 64, 48))
+    for label, make in NODE_LAYERS.items():
+        for exporter, dynamo in (("TorchScript-based", False), ("dynamo", True)):
+            path = _EXPORTS / f"nodes-{label}-{dynamo}.onnx"
+            optimised = path.with_suffix(".ort.onnx")
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                export_onnx(make(), cms, path, dynamo=dynamo)
+            options = ort.SessionOptions()
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            options.optimized_model_filepath = str(optimised)
+            ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            counts = [len(onnx.load(str(f)).graph.node) for f in (path, optimised)]
+            lines.append(f"| {label} | {exporter} | {counts[0]} | {counts[1]} |")
+    return "\n".join(lines)
+
+
+def dtype_table(min_run_time, shape=(8, 17, 192, 192), rounds=5):
+    """``TopKPeaks(k=8)`` in ONNX Runtime CPU, float16 against float32 maps, timed
+    alternately ``rounds`` times (the ratio is the median of per-round ratios)."""
+    lines = ["| exporter | float32 ms | float16 ms | float16 / float32 (median of rounds) |",
+             "|---|---|---|---|"]
+    maps = {dtype: confidence_maps(shape).to(dtype) for dtype in (torch.float32, torch.float16)}
+    for name in AGAINST_EAGER:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fns = {dtype: BACKENDS[name](TopKPeaks(8), cms) for dtype, cms in maps.items()}
+        times = {dtype: [] for dtype in maps}
+        with torch.inference_mode():
+            for _ in range(rounds):
+                for dtype, fn in fns.items():
+                    times[dtype].append(median_ms(fn, maps[dtype], min_run_time / rounds))
+        single, half = times[torch.float32], times[torch.float16]
+        ratio = statistics.median(h / f for h, f in zip(half, single, strict=True))
+        lines.append(f"| {name} | {statistics.median(single):.3f} "
+                     f"| {statistics.median(half):.3f} | {ratio:.2f} |")
+    return "\n".join(lines)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="only (8, 17, 192, 192)")
+    parser.add_argument("--nodes", action="store_true", help="only the node-count table")
     parser.add_argument("--min-run-time", type=float, default=0.5, help="seconds per timing")
     args = parser.parse_args()
+    if args.nodes:
+        print(node_table())
+        return
     shapes = [SHAPES[1]] if args.quick else SHAPES
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, float32 maps")
     print(run(shapes, args.min_run_time))
     print(f"\nflat tops on {SHAPES[1]}, integral refinement")
     print(flat_top_table(args.min_run_time))
+    print(f"\nfloat16 against float32 on {SHAPES[1]}, TopKPeaks(k=8), ONNX Runtime CPU")
+    print(dtype_table(args.min_run_time))
+    print("\nnodes of the exported graphs")
+    print(node_table())
 
 
 if __name__ == "__main__":

@@ -150,8 +150,7 @@ def class_probabilities(
     check_stride(stride)
     samples, classes = class_maps.shape[0], class_maps.shape[1]
     height, width = class_maps.shape[2], class_maps.shape[3]
-    # Classes last, so one gather reads all K probabilities of a pixel.
-    by_pixel = class_maps.permute(0, 2, 3, 1)
+    # Only the looked-up pixels are read: the maps are never copied or transposed.
     nan = torch.full((), float("nan"), dtype=class_maps.dtype, device=class_maps.device)
 
     if sample_inds is None:
@@ -163,9 +162,9 @@ def class_probabilities(
             )
         channels, slots = points.shape[1], points.shape[2]
         index, missing = _pixel_index(points, height, width, stride)
-        index = index.reshape(samples, channels * slots, 1).expand(-1, -1, classes)
-        probs = by_pixel.reshape(samples, height * width, classes).gather(1, index)
-        probs = probs.reshape(samples, channels, slots, classes)
+        index = index.reshape(samples, 1, channels * slots).expand(-1, classes, -1)
+        probs = class_maps.reshape(samples, classes, height * width).gather(2, index)
+        probs = probs.permute(0, 2, 1).reshape(samples, channels, slots, classes)
         return torch.where(missing.unsqueeze(-1), nan, probs)
 
     _check_points(points, 2)
@@ -180,8 +179,10 @@ def class_probabilities(
     else:
         _check_sample_range(sample_inds, samples)
     index, missing = _pixel_index(points, height, width, stride)
-    rows = sample_inds.to(torch.int64) * (height * width) + index
-    probs = by_pixel.reshape(-1, classes).index_select(0, rows)
+    # Element (sample, class, pixel) of the flat maps, for every class of each peak.
+    first = sample_inds.to(torch.int64) * (classes * height * width) + index
+    steps = torch.arange(classes, device=class_maps.device) * (height * width)
+    probs = class_maps.reshape(-1)[first[:, None] + steps[None, :]]
     return torch.where(missing.unsqueeze(-1), nan, probs)
 
 

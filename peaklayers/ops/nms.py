@@ -10,12 +10,14 @@ The neighbourhood is written once, in :func:`_around`, as a 3x3 max-pool without
 the centre built from shifted slices and ``maximum`` (``MaxPool`` itself includes the
 centre, and its dilated variants are not accepted by every backend). It is applied
 
-- densely by :func:`strict_maxima_mask`: fixed shapes, no ``NonZero``; the top-K
-  layer uses it;
+- densely by :func:`strict_maxima_mask`: fixed shapes, no ``NonZero``;
 - to the rows that reach above the threshold only, by :func:`hot_row_maxima`.
   Confidence maps are near zero almost everywhere, so this is several times
   cheaper on CPU than any dense pass; the variable-length local-peak layer, which
   needs ``NonZero`` anyway, uses it.
+
+The top-K layer uses :func:`strict_maxima_scores`, the same rule from one map padded
+on all sides (fewer passes over the maps, no threshold).
 """
 
 
@@ -60,6 +62,53 @@ def strict_maxima_mask(cms: torch.Tensor, threshold: float) -> torch.Tensor:
     padded = F.pad(cms, (0, 0, 1, 1), value=float("-inf"))
     around = _around(padded[:, :, :-2], cms, padded[:, :, 2:])
     return cms > torch.maximum(around, _below(threshold, cms))
+
+
+def strict_maxima_scores(cms: torch.Tensor) -> torch.Tensor:
+    """The value of every strict local maximum, at any value, ``-inf`` elsewhere, with
+    a column of ``-inf`` on each side of the maps.
+
+    No threshold: the top-K layer compares only the values it keeps. The maps are
+    padded once and laid out flat, pixel after pixel; a neighbour is then the same flat
+    array shifted by 1 (left, right) or by a padded row (above, below). Every shifted
+    view is one contiguous block per map, so that ONNX Runtime, which copies each
+    slice, copies blocks rather than rows, and eager torch runs its fast kernels.
+
+    Args:
+        cms (Tensor[S, C, H, W]): confidence maps, floating point.
+
+    Returns:
+        Tensor[S, C, H, W + 2], dtype of ``cms``: column ``x + 1`` holds pixel ``x``.
+    """
+    samples, channels, height, width = cms.shape[0], cms.shape[1], cms.shape[2], cms.shape[3]
+    # Two rows above and below: every shifted view below starts and ends inside.
+    padded = F.pad(cms, (1, 1, 2, 2), value=float("-inf"))
+    side = width + 2
+    flat = _flat(padded)
+    length = flat.shape[2]
+    beside = torch.maximum(flat[:, :, : length - 2], flat[:, :, 2:])  # of pixel j + 1
+    three = torch.maximum(beside, flat[:, :, 1 : length - 1])
+    count = height * side  # the pixels of rows 0..H-1, padding columns included
+    start = 2 * side
+    around = torch.maximum(
+        torch.maximum(three[:, :, side - 1 : side - 1 + count],
+                      three[:, :, 3 * side - 1 : 3 * side - 1 + count]),
+        beside[:, :, start - 1 : start - 1 + count],
+    )
+    centre = flat[:, :, start : start + count]
+    scores = torch.where(centre > around, centre, cms.new_full((), float("-inf")))
+    if torch.jit.is_tracing():
+        return scores.reshape(-1, channels, height, side)  # see _flat
+    return scores.reshape(samples, channels, height, side)
+
+
+def _flat(t: torch.Tensor) -> torch.Tensor:
+    """``t (Tensor[S, C, H, W])`` as ``Tensor[S, C, H * W]``."""
+    if torch.jit.is_tracing():
+        # The TorchScript-based ONNX exporter writes the computed H * W as -1, which
+        # ONNX Runtime cannot resolve for an empty batch; a -1 batch it can.
+        return t.reshape(-1, t.shape[1], t.shape[2] * t.shape[3])
+    return t.flatten(2)
 
 
 def hot_row_maxima(

@@ -18,24 +18,23 @@ from ._layer import LocalPeakLayer
 from ._windows import pixel_windows
 from .flat_tops import flat_top_rejected, merged_offsets
 from .integral import integral_offsets
-from .nms import strict_maxima_mask
+from .nms import strict_maxima_scores
 from .outputs import Output
 
 
-def _ordered_topk_positions(scores: torch.Tensor, k: int) -> torch.Tensor:
-    """Positions of the ``k`` highest scores, value descending, ties by position.
+def _first_topk(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """Positions of the ``k`` highest scores, ties by position, in position order.
 
-    ``torch.topk`` promises nothing about which of several equal values it returns or
-    in which order, and equal peak values are common in half-precision maps. So the
-    set is chosen with a key that is unique among ties, and the order is made exact
-    with small integer keys; every step is a TopK with a constant ``k``.
+    ``torch.topk`` promises nothing about which of several equal values it returns, and
+    equal peak values are common in half-precision maps. So the set is chosen with a
+    key that is unique among ties; every step is a TopK with a constant ``k``.
 
     Args:
-        scores (Tensor[S, C, L]): ``L >= k``.
+        scores (Tensor[S, C, L]): ``L >= k``, ``L <= 2**22``.
         k (int): number of slots.
 
     Returns:
-        Tensor[S, C, k], int64: positions along the last axis.
+        Tensor[S, C, k], int64: positions along the last axis, ascending.
     """
     length = scores.shape[2]
     kth = scores.topk(k, dim=2).values[:, :, -1:]
@@ -45,8 +44,20 @@ def _ordered_topk_positions(scores: torch.Tensor, k: int) -> torch.Tensor:
     key = torch.where(scores == kth, length - position, torch.full_like(position, -1.0))
     key = torch.where(scores > kth, key.new_full((), 2.0 * length), key)
     chosen = key.topk(k, dim=2).indices
+    return chosen.gather(2, (-chosen.to(torch.float32)).topk(k, dim=2).indices)
 
-    by_position = chosen.gather(2, (-chosen.to(torch.float32)).topk(k, dim=2).indices)
+
+def _ordered_topk_positions(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """Positions of the ``k`` highest scores, value descending, ties by position.
+
+    Args:
+        scores (Tensor[S, C, L]): ``L >= k``, ``L <= 2**22``.
+        k (int): number of slots.
+
+    Returns:
+        Tensor[S, C, k], int64: positions along the last axis.
+    """
+    by_position = _first_topk(scores, k)
     vals = scores.gather(2, by_position)
     sorted_vals, position_rank = vals.topk(k, dim=2)  # equal values in no known order
     # Number the runs of equal values; within a run, keep position order.
@@ -55,6 +66,49 @@ def _ordered_topk_positions(scores: torch.Tensor, k: int) -> torch.Tensor:
     run = torch.cat([first, new_run], dim=2).cumsum(dim=2)
     order = (-(run * k + position_rank.to(torch.float32))).topk(k, dim=2).indices
     return by_position.gather(2, position_rank.gather(2, order))
+
+
+def _top_pixels(
+    scores: torch.Tensor, k: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The pixels of the ``k`` highest scores of each map, value descending,
+    ties by position.
+
+    Two small selections instead of one over every pixel: the ``k`` best pixels lie in
+    the ``k`` rows whose best pixels come first (rows ordered by their maximum, ties by
+    row), since each of the other rows is beaten, best pixel and all, by those ``k``
+    rows' best pixels. Only these rows, kept in row order (so ties stay in row-major
+    order), are searched pixel by pixel.
+
+    Args:
+        scores (Tensor[S, C, H, W]): ``-inf`` where there is no peak.
+        k (int): number of slots.
+
+    Returns:
+        ys, xs (Tensor[S, C, k], int64 each): row and column of each slot; a slot with
+            no pixel left (score ``-inf``) has row ``H``.
+        vals (Tensor[S, C, k], dtype of ``scores``): the score of each slot.
+    """
+    samples, channels = scores.shape[0], scores.shape[1]
+    height, width = scores.shape[2], scores.shape[3]
+    empty = scores.new_full((), float("-inf"))
+    # k empty rows and slots at the end keep k a constant even beyond H and k * W.
+    row_best = torch.cat([scores.amax(dim=3), empty.expand(samples, channels, k)], dim=2)
+    rows = _first_topk(row_best, k)  # (S, C, k), ascending
+    real = rows < height
+    safe_rows = torch.where(real, rows, torch.zeros_like(rows))
+    picked = scores.gather(2, safe_rows[:, :, :, None].expand(samples, channels, k, width))
+    picked = torch.where(real[:, :, :, None], picked, empty)
+    candidates = torch.cat([_by_map(picked), empty.expand(samples, channels, k)], dim=2)
+    slots = _ordered_topk_positions(candidates, k)
+    # The picked row of each slot by lookup, not ``slots // width`` (see topk_peaks);
+    # the empty slots point at row ``k``, which stands for row ``H``.
+    slot_rows = torch.arange(k, device=scores.device)[:, None].expand(k, width).reshape(-1)
+    slot_rows = torch.cat([slot_rows, torch.full_like(slot_rows[:1], k).expand(k)])
+    picked_row = slot_rows[slots]
+    row = torch.cat([safe_rows, torch.full_like(safe_rows[:, :, :1], height)], dim=2)
+    ys = row.gather(2, picked_row)
+    return ys, slots - picked_row * width, candidates.gather(2, slots)
 
 
 def _by_map(t: torch.Tensor) -> torch.Tensor:
@@ -114,28 +168,26 @@ def topk_peaks(
             + str(height * width + k)
         )
 
-    empty = cms.new_full((), float("-inf"))
+    maps = cms
+    widened = False
+    if not torch.jit.is_scripting():
+        if torch.onnx.is_in_onnx_export() and cms.element_size() < 4:
+            widened = True
+            # ONNX Runtime's CPU kernels for half-precision Max, Greater and Where are
+            # several times slower than the float32 ones; widening is exact.
+            maps = cms.to(torch.float32)
     if flat_tops == "merge":
-        scores = torch.where(flat_top_rejected(cms), empty, cms)
+        scores = torch.where(flat_top_rejected(maps), maps.new_full((), float("-inf")), maps)
+        ys, xs, vals = _top_pixels(scores, k)
     else:
-        scores = torch.where(strict_maxima_mask(cms, threshold), cms, empty)
-    # k empty slots at the end keep k a constant even when it exceeds H * W.
-    scores = torch.cat(
-        [_by_map(scores), empty.expand(samples, channels, k)],
-        dim=2,
-    )
-    positions = _ordered_topk_positions(scores, k)
-    vals = scores.gather(2, positions)
+        ys, xs, vals = _top_pixels(strict_maxima_scores(maps), k)
+        xs = xs - 1  # the scores have a padding column on the left
+    if widened:  # a traced dtype conversion would be fixed to the example's dtype
+        vals = vals.to(cms.dtype)
     # The threshold again: flat-top anchors are found at any value.
     valid = vals > cms.new_full((), threshold)
-
-    positions = torch.where(valid, positions, torch.zeros_like(positions))
-    # The row of each position by lookup, not ``positions // width``: the dynamo exporter
-    # writes integer ``//`` as Div, Mod and sign tests with an ``Equal`` on booleans
-    # (which TensorRT refuses), and ``trunc`` division as a float32 division.
-    rows = torch.arange(height, device=cms.device)[:, None].expand(height, width)
-    ys = rows.reshape(-1)[positions]
-    xs = positions - ys * width
+    ys = torch.where(valid, ys, torch.zeros_like(ys))
+    xs = torch.where(valid, xs, torch.zeros_like(xs))
     points = torch.stack([xs, ys], dim=-1).to(torch.float32)
     map_inds = torch.arange(samples * channels, device=cms.device)
     map_inds = map_inds[:, None].expand(samples * channels, k).reshape(-1)
