@@ -34,6 +34,7 @@ from torch import nn
 from ..ops._layer import PeakLayer
 from ..ops.global_peaks import GlobalPeaks
 from ..ops.local_peaks import LocalPeaks
+from ..ops.pipelines import Pipeline
 from ..ops.topk_peaks import TopKPeaks
 from ._model import _eval_mode, _run_recorded, _scripted_for_tracer, _scripted_part
 
@@ -106,10 +107,10 @@ def _check_example(example: object, what: str = "example") -> torch.Tensor:
             what + " must be a torch.Tensor or a tuple of tensors (one per input), got "
             + type(example).__name__
         )
-    if not example.is_floating_point():
+    if not example.is_floating_point() and example.dtype != torch.uint8:
         raise TypeError(
-            what + " must have a floating-point dtype (the model's input maps or images), got "
-            + str(example.dtype)
+            what + " must have a floating-point dtype (the model's input maps or images) or "
+            "be uint8 (frames into a pipeline), got " + str(example.dtype)
         )
     if example.dim() != 4:
         raise ValueError(
@@ -154,11 +155,12 @@ def _check_model(model: object) -> nn.Module:
 
 @dataclass(frozen=True)
 class _Signature:
-    """The final peak layer (None for a plain head), and per model output: the output,
-    its default name (None: no default) and the size its first axis follows (None:
-    unknown producer)."""
+    """The final peak layer (None for a plain head; the model for a
+    :class:`~peaklayers.ops.pipelines.Pipeline`), and per model output: the output, its
+    default name (None: no default) and the size its first axis follows (None: unknown
+    producer)."""
 
-    layer: Optional[PeakLayer]
+    layer: Optional[nn.Module]
     outputs: tuple
     defaults: tuple[Optional[str], ...]
     first_axes: tuple[Optional[str], ...]
@@ -176,6 +178,8 @@ def _describe(outputs: tuple) -> str:
 
 def _signature(model: nn.Module, examples: tuple[torch.Tensor, ...]) -> _Signature:
     outputs, peak_calls, lookups = _run_recorded(model, examples)
+    if isinstance(model, Pipeline):  # frames in: every output follows the batch
+        return _Signature(model, outputs, model.output_names, ("batch",) * len(outputs))
     if peak_calls:
         layer, layer_output = peak_calls[-1]
         own = tuple(layer_output) if isinstance(layer_output, tuple) else ()
@@ -313,9 +317,11 @@ def _size_names(index: int) -> tuple[str, str]:
     return "height" + suffix, "width" + suffix
 
 
-def _dynamic_shapes(count: int = 1, shared: bool = False) -> tuple[dict[int, object], ...]:
-    """``torch.export`` Dims: one batch for all inputs; height and width per input, or
-    (``shared``) the first input's for every input."""
+def _dynamic_shapes(
+    count: int = 1, shared: bool = False, min_size: int = 1
+) -> tuple[dict[int, object], ...]:
+    """``torch.export`` Dims: one batch for all inputs; height and width (at least
+    ``min_size``) per input, or (``shared``) the first input's for every input."""
     batch = torch.export.Dim("batch", min=1)
     shapes = []
     for index in range(count):
@@ -325,8 +331,8 @@ def _dynamic_shapes(count: int = 1, shared: bool = False) -> tuple[dict[int, obj
         height, width = _size_names(index)
         shapes.append({
             0: batch,
-            2: torch.export.Dim(height, min=1),
-            3: torch.export.Dim(width, min=1),
+            2: torch.export.Dim(height, min=min_size),
+            3: torch.export.Dim(width, min=min_size),
         })
     return tuple(shapes)
 
@@ -342,15 +348,21 @@ def _asks_equal_sizes(error: BaseException) -> bool:
     return False
 
 
-def _with_dims(export: Callable[[tuple], _T], count: int) -> _T:
+def _with_dims(export: Callable[[tuple], _T], count: int, min_size: int = 1) -> _T:
     """``export(dynamic_shapes)`` with separate height/width per input; if torch.export
     finds that the model needs the inputs' sizes equal, again with shared ones."""
     try:
-        return export(_dynamic_shapes(count))
+        return export(_dynamic_shapes(count, min_size=min_size))
     except Exception as error:
         if count == 1 or not _asks_equal_sizes(error):
             raise
-    return export(_dynamic_shapes(count, shared=True))
+    return export(_dynamic_shapes(count, shared=True, min_size=min_size))
+
+
+def _min_size(model: nn.Module) -> int:
+    """The smallest frame a pipeline is exported for (torch.export specialises the sizes
+    of 0 and 1 that smaller frames would give its resized frames and maps)."""
+    return model.min_frame_size() if isinstance(model, Pipeline) else 1
 
 
 def export_program(
@@ -382,7 +394,9 @@ def export_program(
             "cannot trace"
         )
     return _with_dims(
-        lambda dims: torch.export.export(model, examples, dynamic_shapes=dims), len(examples)
+        lambda dims: torch.export.export(model, examples, dynamic_shapes=dims),
+        len(examples),
+        _min_size(model),
     )
 
 
@@ -524,7 +538,8 @@ def export_onnx(
 
     with _eval_mode(model) as holds_program:
         signature = _signature(model, examples)
-        if signature.layer is None and input_name == "confmaps" and output_names is None:
+        plain = signature.layer is None and output_names is None
+        if (plain or isinstance(model, Pipeline)) and input_name == "confmaps":
             input_name = "image"
         inputs, names = _check_names(output_names, signature, input_name, len(examples))
         exported = _scripted_for_tracer(model, dynamo)
@@ -543,6 +558,7 @@ def export_onnx(
                     **common,
                 ),
                 len(examples),
+                _min_size(model),
             )
         else:
             options: dict[str, object] = {}

@@ -96,9 +96,21 @@ def resize_frames(image: torch.Tensor, num: int, den: int) -> torch.Tensor:
     if num == den:
         return image
     height, width = image.shape[2], image.shape[3]
-    rows = _resize_weights(height, height * num // den, num, den, image.device)
-    cols = _resize_weights(width, width * num // den, num, den, image.device)
-    return torch.matmul(torch.matmul(rows, image), cols.t())
+    out_height, out_width = height * num // den, width * num // den
+    if not torch.jit.is_scripting() and torch.compiler.is_compiling():
+        # torch.export cannot prove ``H * num // den > 1`` from a lower bound on ``H`` and
+        # would specialise the frame size; exports are made for frames this large (see
+        # ``Pipeline.min_frame_size``), and the program asserts it.
+        torch._check(out_height > 1)
+        torch._check(out_width > 1)
+    rows = _resize_weights(height, out_height, num, den, image.device)
+    cols = _resize_weights(width, out_width, num, den, image.device)
+    # Both products on the last axis of contiguous tensors (``linear``): a matrix times
+    # the 4-D batch, or a product on a transposed view, leaves ``torch.export`` with
+    # guards on sizes it cannot prove (``H // 2 != 1``, from reshaping a view).
+    columns_first = image.transpose(2, 3).contiguous()
+    resized = F.linear(columns_first, rows).transpose(2, 3).contiguous()  # (S, C, h', W)
+    return F.linear(resized, cols)
 
 
 def pad_to_stride(image: torch.Tensor, max_stride: int) -> torch.Tensor:
