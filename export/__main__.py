@@ -1,22 +1,37 @@
-"""Command line of the export tool: ``python -m export {demo,model,run} ...`` (see --help).
+"""Command line of the export tool: ``peaklayers {demo,model,run} ...`` once installed,
+``python -m export ...`` from the repository root (see --help).
 
 Each subcommand's options are exactly the keyword arguments of its module's ``run``, so
-``python -m export demo --out d --layer topk`` is ``export.demo.run(out="d", layer="topk")``.
+``peaklayers demo --out d --layer topk`` is ``demo.run(out="d", layer="topk")``.
 Expected problems (bad input, unreadable or corrupt files, an unavailable provider, an
-unwritable folder) end with one line on stderr and exit status 1 (2 for bad arguments);
-anything else is a bug and keeps its traceback.
+unwritable folder) end with one line on stderr and exit status 1 (2 for bad arguments,
+130 for Ctrl-C); anything else is a bug: its traceback is printed, then one line asking
+for a report, and the exit status is 70.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
+import signal
 import sys
+import traceback
 
+# Only light imports here: torch and the library load inside main(), where Ctrl-C and
+# SIGTERM are handled.
 from .common import ToolError, fail
-from .formats import DEFAULT_OPSET
-from .sessions import PROVIDERS
-from .settings import LAYERS, REFINEMENTS
+
+# Subcommand -> the module whose run(**options) it calls.
+COMMANDS = {"demo": ".demo", "model": ".model", "run": ".run"}
+
+
+class Terminated(Exception):
+    """SIGTERM arrived: unwind like Ctrl-C, so staging folders are removed."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated
 
 
 class _Parser(argparse.ArgumentParser):
@@ -25,6 +40,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _layer_options(parser: argparse.ArgumentParser, default_stride: str) -> None:
+    from .settings import LAYERS, REFINEMENTS
+
     group = parser.add_argument_group("peak layer")
     group.add_argument("--layer", choices=LAYERS, default="local",
                        help="global: one peak per map; local: every peak; topk: fixed-shape "
@@ -45,12 +62,16 @@ def _layer_options(parser: argparse.ArgumentParser, default_stride: str) -> None
 
 
 def _export_options(parser: argparse.ArgumentParser) -> None:
+    from peaklayers.exporting import DYNAMO_OPSETS, TORCHSCRIPT_OPSETS, default_opset
+    from peaklayers.serving import PROVIDERS
+
     parser.add_argument("--out", required=True, help="output folder (replaced when complete)")
     parser.add_argument("--provider", choices=PROVIDERS, default="auto",
                         help="ONNX Runtime provider used for verification (auto)")
     parser.add_argument("--opset", type=int, default=None,
-                        help=f"ONNX opset, 16 or newer (default: {DEFAULT_OPSET}; 18+ for .pt2 "
-                             "models, which use the dynamo exporter)")
+                        help=f"ONNX opset, {TORCHSCRIPT_OPSETS[0]} to {TORCHSCRIPT_OPSETS[-1]} "
+                             f"(default: {default_opset(False)}); .pt2 models use the dynamo "
+                             f"exporter: {DYNAMO_OPSETS[0]} to {DYNAMO_OPSETS[-1]}")
     group = parser.add_argument_group("Triton Inference Server")
     group.add_argument("--triton", metavar="DIR", default=None,
                        help="also write a Triton model repository for the ONNX graph")
@@ -61,11 +82,12 @@ def _export_options(parser: argparse.ArgumentParser) -> None:
                        help="instance_group kind (gpu)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m export",
+def build_parser(prog: str = "python -m export") -> argparse.ArgumentParser:
+    from peaklayers.serving import PROVIDERS
+
+    parser = _Parser(prog=prog,
                      description="Append peak layers to a confidence-map model; export to "
-                                 "TorchScript/.pt2/ONNX, verify, serve. Run from the "
-                                 "repository root.")
+                                 "TorchScript/.pt2/ONNX, verify, serve.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     demo = sub.add_parser("demo", help="export, verify and draw the embedded demo model")
@@ -74,7 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     model = sub.add_parser("model", help="append peak layers to your TorchScript, .pt2 or ONNX "
                                          "confidence-map model, export and verify")
-    model.add_argument("path", help="a TorchScript archive, a torch.export .pt2 or an .onnx file")
+    model.add_argument("path", help="a TorchScript archive, a torch.export .pt2 or an .onnx file. "
+                                    "TorchScript archives are code (they can read and write "
+                                    "files): give only archives you trust")
     model.add_argument("--input-name", default=None,
                        help="TorchScript/.pt2: input name of the exported graph (images); an "
                             "ONNX model keeps its own")
@@ -98,24 +122,47 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    # The dynamo exporter logs optional-dependency notices (e.g. torchvision) as warnings.
-    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
-    options = {k: v for k, v in vars(args).items() if k != "command"}
+def main(argv: list[str] | None = None, prog: str = "python -m export") -> int:
+    """Run the command line ``argv``; returns the exit status."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return _main(argv, prog)  # signal handlers can only be set from the main thread
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
-        if args.command == "demo":
-            from . import demo as command
-        elif args.command == "model":
-            from . import model as command
-        else:
-            from . import run as command
-        command.run(**options)
+        return _main(argv, prog)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: list[str] | None, prog: str) -> int:
+    try:
+        args = build_parser(prog).parse_args(argv)
+        # The dynamo exporter logs optional-dependency notices (e.g. torchvision) as warnings.
+        logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+        options = {k: v for k, v in vars(args).items() if k != "command"}
+        importlib.import_module(COMMANDS[args.command], __package__).run(**options)
     except ToolError as error:
         return fail(str(error))
+    except OSError as error:  # the system refused: a full disk, a permission, a vanished file
+        where = f": {error.filename}" if error.filename else ""
+        return fail(f"{error.strerror or error}{where}")
     except KeyboardInterrupt:
         return fail("interrupted; nothing was left half-written", code=130)
+    except Terminated:
+        return fail("terminated; nothing was left half-written", code=143)
+    except Exception:
+        import peaklayers
+
+        traceback.print_exc()
+        return fail(f"this is a bug in peaklayers {peaklayers.__version__}, not a problem with "
+                    "your input: please report it with the traceback above", code=70)
     return 0
+
+
+def console() -> None:
+    """Entry point of the installed ``peaklayers`` command."""
+    sys.exit(main(prog="peaklayers"))
 
 
 if __name__ == "__main__":

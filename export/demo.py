@@ -14,14 +14,14 @@ import torch
 
 from . import demo_net
 from .common import step, write_json
-from .formats import Job, effective_opset
+from .formats import Job, effective_opset, torch_backend
 from .graphs import compose
 from .peaks_io import peak_rows
 from .png import PART_COLOURS, draw_circle, draw_cross, write_png
 from .report import metadata
 from .run import instances
 from .settings import LayerSettings
-from .steps import TritonOptions, eager_backend, export_verify_write
+from .steps import TritonOptions, check_outputs, export_verify_write, format_writer
 
 INPUT_NAME = "images"
 # (batch, height, width) of the verification inputs; the first is also the export example.
@@ -29,9 +29,13 @@ SIZES = [(2, 96, 128), (1, 72, 96), (3, 120, 88)]
 PICTURE_SCALE = 4
 
 
+def _point_axes(settings: LayerSettings) -> list:
+    return list(settings.outputs()[0].axes)
+
+
 def accuracy(settings: LayerSettings, outputs: dict, keypoints: np.ndarray) -> dict:
     """Match each true keypoint to the nearest found peak of its part (within 4 px)."""
-    rows = peak_rows(settings.layer, outputs)
+    rows = peak_rows(outputs, _point_axes(settings))
     errors, missed = [], 0
     for s, animal, part in np.ndindex(*keypoints.shape[:3]):
         found = [(r["x"], r["y"]) for r in rows if r["sample"] == s and r["channel"] == part]
@@ -50,7 +54,7 @@ def accuracy(settings: LayerSettings, outputs: dict, keypoints: np.ndarray) -> d
 def identity_accuracy(settings: LayerSettings, outputs: dict, keypoints: np.ndarray,
                       classes: np.ndarray) -> dict:
     """Group peaks into identities on the host; count animals whose class got all its parts."""
-    grouped = instances(settings.layer, outputs, keypoints.shape[0], keypoints.shape[2])
+    grouped = instances(outputs, keypoints.shape[0], keypoints.shape[2])
     correct = 0
     for s, a in np.ndindex(*classes.shape):
         points = np.array(grouped[s][classes[s, a]]["points"], dtype=np.float64)
@@ -83,6 +87,8 @@ def run(out: str, layer: str = "local", k: int = 8, threshold: float = 0.2,
     """Export, verify and draw the embedded demo model into ``out`` (see module docstring)."""
     settings = LayerSettings.from_args(layer, k, threshold, refinement, patch_size, stride,
                                        class_maps, force, default_stride=demo_net.STRIDE)
+    triton_options = TritonOptions(triton, max_batch_size, triton_instances, triton_kind)
+    check_outputs(Path(out), triton_options)
     opset = effective_opset(opset, dynamo=False)
     graph = compose(demo_net.DemoHead().eval(), settings, head_returns_tuple=True, n_outputs=2)
     data = demo_net.frames_batch([(h, w) for _, h, w in SIZES],
@@ -102,14 +108,14 @@ def run(out: str, layer: str = "local", k: int = 8, threshold: float = 0.2,
     summary: dict = {}
 
     def extras(stage: Path, shown: Path) -> str:
-        outs = dict(zip(job.output_names, eager_backend(graph)(frames), strict=True))
+        outs = dict(zip(job.output_names, torch_backend(graph)(frames), strict=True))
         summary["accuracy"] = acc = accuracy(settings, outs, keypoints)
         if settings.class_maps:
             acc.update(identity_accuracy(settings, outs, keypoints, classes))
         with step("Picture", shown) as info:
             info["file"] = stage / "demo.png"
             write_png(info["file"], picture(frames[0], keypoints[0],
-                                            peak_rows(settings.layer, outs)))
+                                            peak_rows(outs, _point_axes(settings))))
             info["note"] = f"{acc['found']}/{acc['keypoints']} keypoints found" + (
                 f", mean error {acc['mean_error_px']:.2f} px" if acc["found"] else "")
         write_json(stage / "accuracy.json", acc)
@@ -118,9 +124,9 @@ def run(out: str, layer: str = "local", k: int = 8, threshold: float = 0.2,
                     f"peaklayers.identity.group_instances): {acc['identities_correct']} of "
                     f"{acc['animals']} animals got all their parts under their own class."
                     if settings.class_maps else "")
+        one_per_map = not {"peaks", "k"} & set(_point_axes(settings))
         global_note = (" The global layer keeps one peak per part and frame, so it can find at "
-                       "most half of the keypoints of two animals." if settings.layer == "global"
-                       else "")
+                       "most half of the keypoints of two animals." if one_per_map else "")
         errors = (f"; error mean {acc['mean_error_px']:.2f} px, max {acc['max_error_px']:.2f} px "
                   "(image pixels)" if acc["found"] else "")
         return (f"{acc['found']} of {acc['keypoints']} known keypoints found within 4 px "
@@ -130,6 +136,8 @@ def run(out: str, layer: str = "local", k: int = 8, threshold: float = 0.2,
                 "blue tail)." + global_note + identity)
 
     result = export_verify_write(
-        job, Path(out), inputs, provider, "peaklayers export demo", extras=extras,
-        triton_options=TritonOptions(triton, max_batch_size, triton_instances, triton_kind))
+        format_writer(job, ("torchscript", "onnx"), Path(out)), torch_backend(graph),
+        job.output_names, job.metadata, Path(out), inputs, provider, "peaklayers export demo",
+        extras=extras,
+        triton_options=triton_options)
     return dict(result, **summary)

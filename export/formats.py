@@ -15,24 +15,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import onnx
 import torch
 from torch import nn
 
-from peaklayers import export_onnx, export_program
-from peaklayers.exporting import DYNAMO_OPSETS
+from peaklayers.exporting import ExportWarning, default_opset, export_onnx, export_program
 
-from .common import ToolError
+from .common import ToolError, first_line, log
 from .sessions import open_peak_session
 
 METADATA_KEY = "peaklayers.metadata"
-DEFAULT_OPSET = 17  # the library's default for the TorchScript-based exporter
 
 
 def effective_opset(opset: int | None, dynamo: bool) -> int:
     """The opset an export will use: ``opset``, else the library's default for the exporter."""
-    if opset is not None:
-        return opset
-    return DYNAMO_OPSETS[-1] if dynamo else DEFAULT_OPSET
+    return default_opset(dynamo) if opset is None else opset
 
 
 @dataclass
@@ -44,7 +41,7 @@ class Job:
     input_name: str
     output_names: list[str]
     metadata: dict
-    opset: int = DEFAULT_OPSET
+    opset: int = default_opset(dynamo=False)
     dynamo: bool = False
 
     def metadata_json(self) -> str:
@@ -61,16 +58,11 @@ def _quiet(fn: Callable, *args, **kwargs):
         return fn(*args, **kwargs)
 
 
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
-
-
 def save_torchscript(job: Job, path: Path) -> Path:
     try:
         scripted = _quiet(torch.jit.script, job.graph)
-    except Exception as error:
-        raise ToolError(f"TorchScript: cannot script the model: {_first_line(error)}") from None
+    except (RuntimeError, torch.jit.frontend.FrontendError) as error:
+        raise ToolError(f"TorchScript: cannot script the model: {first_line(error)}") from None
     _quiet(torch.jit.save, scripted, str(path),
            _extra_files={"metadata.json": job.metadata_json()})
     return path
@@ -79,22 +71,29 @@ def save_torchscript(job: Job, path: Path) -> Path:
 def save_program(job: Job, path: Path) -> Path:
     try:
         program = _quiet(export_program, job.graph, job.example)
-    except Exception as error:
+    except (RuntimeError, ValueError) as error:  # torch.export's errors are RuntimeErrors
         raise ToolError(f"torch.export failed on the model with dynamic batch/height/width: "
-                        f"{_first_line(error)}") from None
+                        f"{first_line(error)}") from None
     torch.export.save(program, str(path), extra_files={"metadata.json": job.metadata_json()})
     return path
 
 
 def save_onnx(job: Job, path: Path) -> Path:
     """The library's export: extra outputs (``class_probs``), a loaded TorchScript head
-    (scripted with the graph) and a loaded ``.pt2`` head are all its business."""
+    (scripted with the graph) and a loaded ``.pt2`` head are all its business. It hides
+    the exporters' own noise; what it says about the user's model is shown."""
     metadata = {METADATA_KEY: job.metadata_json()}
-    try:
-        _quiet(export_onnx, job.graph, job.example, path, opset=job.opset, dynamo=job.dynamo,
-               input_name=job.input_name, output_names=job.output_names, metadata=metadata)
-    except Exception as error:
-        raise ToolError(f"ONNX export failed: {_first_line(error)}") from None
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always", ExportWarning)
+        try:
+            export_onnx(job.graph, job.example, path, opset=job.opset, dynamo=job.dynamo,
+                        input_name=job.input_name, output_names=job.output_names,
+                        metadata=metadata)
+        except (ValueError, RuntimeError, onnx.checker.ValidationError) as error:
+            raise ToolError(f"ONNX export failed: {first_line(error)}") from None
+    for warning in said:
+        if issubclass(warning.category, ExportWarning):
+            log(f"  warning: {Path(warning.filename).name}:{warning.lineno}: {warning.message}")
     return path
 
 

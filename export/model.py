@@ -11,22 +11,27 @@ of two sizes (the example's, and a larger one when the model's sizes are dynamic
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
 import onnx
 import torch
 
+from peaklayers.runtime import RUNTIME_ERRORS
+
 from . import loaders, onnx_append
-from .common import ToolError, step
-from .formats import METADATA_KEY, Job, effective_opset
+from .common import ToolError, first_line, step
+from .formats import METADATA_KEY, Job, effective_opset, torch_backend
 from .graphs import compose, head_outputs
 from .report import metadata
 from .sessions import open_peak_session
 from .settings import LayerSettings
-from .steps import TritonOptions, export_verify_write
+from .steps import TritonOptions, check_outputs, export_verify_write, format_writer
 
 DEFAULT_SIZE = 64  # for dynamic height/width of an ONNX input
+# Example and verification inputs are float32 arrays: 2**27 values are 512 MiB each.
+MAX_INPUT_ELEMENTS = 2**27
 
 
 def smooth_inputs(shapes: list[tuple[int, ...]], dtype=np.float32, seed: int = 0) -> list:
@@ -38,6 +43,15 @@ def smooth_inputs(shapes: list[tuple[int, ...]], dtype=np.float32, seed: int = 0
         x = sum(x[:, :, i:i + shape[2], j:j + shape[3]] for i in range(5) for j in range(5)) / 25
         inputs.append(np.ascontiguousarray(x, dtype=dtype))
     return inputs
+
+
+def _check_size(*shapes: tuple[int, ...]) -> None:
+    """Refuse example inputs too large to make (before any memory is taken for them)."""
+    for shape in shapes:
+        if math.prod(shape) > MAX_INPUT_ELEMENTS:
+            raise ToolError(f"an input of shape {shape} has {math.prod(shape):,} values, more than "
+                            f"the {MAX_INPUT_ELEMENTS:,} this tool verifies with; give a smaller "
+                            "--input-shape (the exported graph has dynamic sizes anyway)")
 
 
 def _other_shape(shape: tuple[int, ...], dynamic: tuple[bool, bool, bool, bool]):
@@ -59,6 +73,7 @@ def run(path: str, out: str, input_name: str | None = None, input_shape: str | N
     model_path = Path(path)
     kind = loaders.detect_kind(model_path)
     triton_options = TritonOptions(triton, max_batch_size, triton_instances, triton_kind)
+    check_outputs(Path(out), triton_options)
     common = dict(settings=settings, out=Path(out), provider=provider,
                   triton_options=triton_options, source=f"{model_path.name} ({kind})")
     if kind == "onnx":
@@ -78,6 +93,7 @@ def run(path: str, out: str, input_name: str | None = None, input_shape: str | N
         head = program.module()  # peaklayers.export_onnx leaves its fixed mode alone
         formats, dynamo = ("pt2", "onnx"), True
     shape = loaders.parse_shape(input_shape, stored_shape, f"a {kind} model")
+    _check_size(shape, _other_shape(shape, (True, False, True, True)))
     example = torch.from_numpy(smooth_inputs([shape])[0])
     outs, returns_tuple = head_outputs(head, example)
     graph = compose(head, settings, head_returns_tuple=returns_tuple, n_outputs=len(outs))
@@ -92,8 +108,9 @@ def run(path: str, out: str, input_name: str | None = None, input_shape: str | N
     name = input_name or "images"
     meta = _metadata(common, settings, name, shape, "float32", outs, opset)
     job = Job(graph, example, name, settings.output_names(), meta, opset=opset, dynamo=dynamo)
-    return export_verify_write(job, common["out"], inputs, provider, "peaklayers model export",
-                               formats=formats, triton_options=triton_options)
+    return export_verify_write(format_writer(job, formats, common["out"]), torch_backend(graph),
+                               job.output_names, meta, common["out"], inputs, provider,
+                               "peaklayers model export", triton_options=triton_options)
 
 
 def _metadata(common: dict, settings: LayerSettings, name: str, shape: tuple, dtype: str,
@@ -101,7 +118,8 @@ def _metadata(common: dict, settings: LayerSettings, name: str, shape: tuple, dt
     return metadata(source=common["source"], settings=settings, input_name=name,
                     input_shape=["batch", shape[1], "height", "width"], input_dtype=dtype,
                     channels=int(outs[0].shape[1]),
-                    classes=int(outs[1].shape[1]) if settings.class_maps else None, opset=opset)
+                    classes=int(outs[1].shape[1]) if settings.class_maps else None, opset=opset,
+                    maps_dtype=str(outs[0].dtype).removeprefix("torch."))
 
 
 def _dims(model: onnx.ModelProto) -> tuple[str, list]:
@@ -130,6 +148,7 @@ def _from_onnx(model_path: Path, output_name: str | None, class_maps_output: str
     fallback = None if dims[1] is None else tuple(
         d if d is not None else (1 if i == 0 else DEFAULT_SIZE) for i, d in enumerate(dims))
     shape = loaders.parse_shape(input_shape, fallback, "this ONNX model (its channels are dynamic)")
+    _check_size(shape, _other_shape(shape, dynamic))
     if any(d is not None and d != s for d, s in zip(dims, shape, strict=True)):
         raise ToolError(f"--input-shape {shape} does not fit the model's input {dims}")
 
@@ -161,10 +180,9 @@ def _from_onnx(model_path: Path, output_name: str | None, class_maps_output: str
         try:
             result = head_session.session.run([cms_name] + ([cls_name] if cls_name else []),
                                               {name: x})
-        except Exception as error:
-            text = str(error).strip().splitlines()[0] if str(error).strip() else ""
-            raise ToolError(f"the ONNX model failed on an input of shape {x.shape}: {text}"
-                            ) from None
+        except RUNTIME_ERRORS as error:
+            raise ToolError(f"the ONNX model failed on an input of shape {x.shape}: "
+                            f"{first_line(error)}") from None
         if result[0].ndim != 4:
             raise ToolError(f"the ONNX model's output {cms_name!r} is {result[0].ndim}-D; a "
                             "confidence map must be 4-D (batch, channels, height, width)")
@@ -173,16 +191,11 @@ def _from_onnx(model_path: Path, output_name: str | None, class_maps_output: str
     maps = head_maps(inputs[0])
     for x in inputs[1:]:
         head_maps(x)
-    peaks_module = settings.build().eval()
-    lookup = settings.lookup() if settings.class_maps else None
+    peaks = settings.build().eval()
 
     def reference(x: np.ndarray) -> list[np.ndarray]:
-        head_out = [torch.from_numpy(m) for m in head_maps(x)]
-        with torch.no_grad():
-            found = peaks_module(head_out[0])
-            if lookup is not None:
-                sample_inds = found[2] if settings.layer == "local" else None
-                found = (*found, lookup(head_out[1], found[0], sample_inds))
+        with torch.no_grad():  # maps, and class maps with --class-maps
+            found = peaks(*(torch.from_numpy(m) for m in head_maps(x)))
         return [t.numpy() for t in found]
 
     target_opset = max(onnx_append.opset_of(head), 16)
@@ -202,7 +215,6 @@ def _from_onnx(model_path: Path, output_name: str | None, class_maps_output: str
 
     notes = [f"The model's input shape is fixed at {shape}: verified at that shape only."
              ] if len(inputs) == 1 else None
-    job = Job(None, None, name, settings.output_names(), meta)
-    return export_verify_write(job, out, inputs, provider, "peaklayers model export",
-                               formats=(), written=written, reference=reference,
+    return export_verify_write(written, reference, settings.output_names(), meta, out, inputs,
+                               provider, "peaklayers model export",
                                triton_options=triton_options, notes=notes)

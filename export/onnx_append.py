@@ -16,29 +16,15 @@ import numpy as np
 import onnx
 import torch
 from onnx import compose, version_converter
-from torch import nn
 
 from peaklayers import export_onnx
 from peaklayers.exporting import TORCHSCRIPT_OPSETS
 
-from .common import ToolError
+from .common import ToolError, first_line
 from .formats import _quiet
 from .settings import LayerSettings
 
 PREFIX = "peaklayers/"
-
-
-class PeaksAndClasses(nn.Module):
-    """``(confmaps, class_maps)`` → the peak layer's outputs and ``class_probs``."""
-
-    def __init__(self, layer: nn.Module, lookup: nn.Module, local: bool) -> None:
-        super().__init__()
-        self.layer, self.lookup, self.local = layer, lookup, local
-
-    def forward(self, confmaps: torch.Tensor, class_maps: torch.Tensor):
-        outputs = self.layer(confmaps)
-        sample_inds = outputs[2] if self.local else None
-        return (*outputs, self.lookup(class_maps, outputs[0], sample_inds))
 
 
 def opset_of(model: onnx.ModelProto) -> int:
@@ -51,10 +37,10 @@ def opset_of(model: onnx.ModelProto) -> int:
 def _convert(model: onnx.ModelProto, opset: int, what: str) -> onnx.ModelProto:
     try:
         return version_converter.convert_version(model, opset)
-    except Exception as error:
+    except (RuntimeError, ValueError, onnx.checker.ValidationError) as error:
         raise ToolError(f"cannot convert the {what} to ONNX opset {opset} "
-                        f"({str(error).strip().splitlines()[0] if str(error).strip() else ''}); "
-                        "re-export it at opset 16 or newer") from None
+                        f"({first_line(error)}); re-export it at opset "
+                        f"{TORCHSCRIPT_OPSETS[0]} or newer") from None
 
 
 def output_rank(model: onnx.ModelProto, name: str) -> int | None:
@@ -69,12 +55,11 @@ def peak_graph(settings: LayerSettings, cms: np.ndarray, class_maps: np.ndarray 
     """The peak part alone as ONNX, exported at ``opset`` from the library's modules."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "peaks.onnx"
-        layer = settings.build().eval()
+        module = settings.build().eval()
         try:
             if class_maps is None:
-                module, example, inputs = layer, torch.from_numpy(cms), "confmaps"
+                example, inputs = torch.from_numpy(cms), "confmaps"
             else:
-                module = PeaksAndClasses(layer, settings.lookup(), settings.layer == "local")
                 example = (torch.from_numpy(cms), torch.from_numpy(class_maps))
                 inputs = ("confmaps", "class_maps")
             _quiet(export_onnx, module, example, path, opset=opset, input_name=inputs,
@@ -117,8 +102,8 @@ def append_peaks(head: onnx.ModelProto, settings: LayerSettings, cms_output: str
         merged = compose.merge_models(
             head, peaks, io_map=io_map,
             outputs=[PREFIX + name for name in settings.output_names()])
-    except Exception as error:
-        raise ToolError(f"cannot append the peak graph: {error}") from None
+    except (ValueError, onnx.checker.ValidationError) as error:
+        raise ToolError(f"cannot append the peak graph: {first_line(error)}") from None
     for name in settings.output_names():  # drop the prefix from the final outputs
         for node in merged.graph.node:
             node.output[:] = [name if o == PREFIX + name else o for o in node.output]
@@ -130,6 +115,6 @@ def append_peaks(head: onnx.ModelProto, settings: LayerSettings, cms_output: str
                                          **metadata})
     try:
         onnx.checker.check_model(merged, full_check=True)
-    except Exception as error:
-        raise ToolError(f"the appended ONNX graph does not check: {error}") from None
+    except onnx.checker.ValidationError as error:
+        raise ToolError(f"the appended ONNX graph does not check: {first_line(error)}") from None
     return merged

@@ -9,37 +9,30 @@ import math
 import numpy as np
 
 
-def peak_rows(layer: str, outputs: dict[str, np.ndarray]) -> list[dict]:
+def peak_rows(outputs: dict[str, np.ndarray], point_axes: list) -> list[dict]:
     """One dict per found peak: sample, channel, slot, x, y, value (and class_probs).
 
-    ``layer`` is ``"global"``, ``"local"`` or ``"topk"``; ``outputs`` maps the graph's
-    output names to arrays. Dropped global peaks and unused top-K slots give no row.
+    ``outputs`` maps the graph's output names to arrays; ``point_axes`` are the axes of its
+    ``points`` output as the layer describes them (``["batch", "channels", "k", 2]``,
+    ``["peaks", 2]``, ...): an axis named ``batch``/``channels``/``k`` gives the sample,
+    channel or slot of a peak; without one, ``sample_inds``/``channel_inds`` do. Dropped
+    peaks (NaN points) and unused slots (``valid`` False) give no row.
     """
     points, vals = outputs["points"], outputs["vals"]
-    probs = outputs.get("class_probs")
+    valid, probs = outputs.get("valid"), outputs.get("class_probs")
     rows = []
-
-    def add(index: tuple, sample: int, channel: int, slot: int) -> None:
+    for index in np.ndindex(*points.shape[:-1]):
         x, y = (float(v) for v in points[index])
-        if math.isnan(x) or math.isnan(y):
-            return
-        row = {"sample": sample, "channel": channel, "slot": slot, "x": x, "y": y,
-               "value": float(vals[index])}
+        if math.isnan(x) or math.isnan(y) or (valid is not None and not valid[index]):
+            continue
+        at = dict(zip(point_axes, index, strict=False))
+        row = {"sample": int(at["batch"] if "batch" in at else outputs["sample_inds"][index]),
+               "channel": int(at["channels"] if "channels" in at
+                              else outputs["channel_inds"][index]),
+               "slot": int(at.get("k", 0)), "x": x, "y": y, "value": float(vals[index])}
         if probs is not None:
             row["class_probs"] = [float(p) for p in probs[index]]
         rows.append(row)
-
-    if layer == "local":
-        for i in range(points.shape[0]):
-            add((i,), int(outputs["sample_inds"][i]), int(outputs["channel_inds"][i]), 0)
-    elif layer == "global":
-        for s, c in np.ndindex(*vals.shape):
-            add((s, c), s, c, 0)
-    else:
-        valid = outputs["valid"]
-        for s, c, k in np.ndindex(*vals.shape):
-            if valid[s, c, k]:
-                add((s, c, k), s, c, k)
     return rows
 
 

@@ -11,35 +11,31 @@ import torch
 
 import peaklayers
 
+from .folders import CREATED_BY
 from .settings import LayerSettings
 from .verify import TOLERANCE, Parity
 
 
-def output_shapes(settings: LayerSettings, channels: int, classes: int | None) -> list[dict]:
-    """Name, shape (``"batch"``/``"n_peaks"`` for dynamic axes) and dtype of every output."""
-    sizes = {"C": channels, "K": settings.k, "classes": classes}
-    outputs = []
-    for name, dims, dtype in settings.outputs():
-        shape = [sizes.get(d, d) if isinstance(d, str) else d for d in dims]
-        shape = ["n_peaks" if d == "N" else d for d in shape]
-        if settings.layer != "local":
-            shape = ["batch", *shape]
-        outputs.append({"name": name, "shape": shape,
-                        "dtype": "float32" if dtype == "input" else dtype})
-    return outputs
+def output_shapes(settings: LayerSettings, channels: int, classes: int | None,
+                  maps_dtype: str = "float32") -> list[dict]:
+    """Name, shape (axis names where the size varies) and dtype of every output."""
+    sizes = {"channels": channels, "k": settings.k, "classes": classes}
+    return [{"name": o.name, "shape": o.shape(sizes),
+             "dtype": maps_dtype if o.dtype == "maps" else o.dtype}
+            for o in settings.outputs()]
 
 
 def metadata(*, source: str, settings: LayerSettings, input_name: str, input_shape: list,
              input_dtype: str, channels: int, classes: int | None, opset: int,
-             extra: dict | None = None) -> dict:
+             maps_dtype: str = "float32", extra: dict | None = None) -> dict:
     data = {
-        "created_by": "python -m export",
+        "created_by": CREATED_BY,
         "source": source,
         "layer": settings.as_dict(),
         "stride": settings.stride,
         "opset": opset,
         "inputs": [{"name": input_name, "shape": input_shape, "dtype": input_dtype}],
-        "outputs": output_shapes(settings, channels, classes),
+        "outputs": output_shapes(settings, channels, classes, maps_dtype),
         "channels": channels,
         "classes": classes,
         "versions": {

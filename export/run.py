@@ -16,21 +16,24 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from google.protobuf.message import DecodeError
 
 from peaklayers.identity import group_instances
+from peaklayers.runtime import RUNTIME_ERRORS
 
-from .common import ToolError, log
+from .common import ToolError, first_line, log
 from .formats import METADATA_KEY
 from .peaks_io import peak_rows, rows_to_csv
 from .png import read_png
 from .sessions import open_peak_session
+from .settings import LAYERS, LayerSettings
 
 
 def read_metadata(path: Path) -> dict:
     """The tool's metadata embedded in the ONNX file, or a minimum guessed from the outputs."""
     try:
         model = onnx.load(str(path), load_external_data=False)
-    except Exception:
+    except (OSError, DecodeError):
         return {}  # the session already opened it; a graph we cannot parse again has no metadata
     props = {p.key: p.value for p in model.metadata_props}
     if METADATA_KEY in props:
@@ -41,15 +44,20 @@ def read_metadata(path: Path) -> dict:
     return {}
 
 
-def layer_kind(meta: dict, output_names: list[str]) -> str:
-    if meta.get("layer", {}).get("layer") in ("global", "local", "topk"):
-        return meta["layer"]["layer"]
-    if {"points", "vals", "valid"} <= set(output_names):
-        return "topk"
-    if {"points", "vals", "sample_inds", "channel_inds"} <= set(output_names):
-        return "local"
-    if {"points", "vals"} <= set(output_names):
-        return "global"
+def described_outputs(meta: dict, output_names: list[str]) -> tuple[str, dict[str, list]]:
+    """The peak layer (its ``--layer`` word) and the axes of each output.
+
+    From the tool's metadata when the graph has it; else the graph was exported with the
+    library directly, and its output names tell which layer's description it follows.
+    """
+    if meta.get("layer"):
+        outputs = LayerSettings(**meta["layer"]).outputs()
+        return meta["layer"]["layer"], {o.name: list(o.axes) for o in outputs}
+    by_length = sorted(LAYERS.items(), key=lambda item: -len(item[1].outputs))
+    for word, layer in by_length:
+        names = [o.name for o in layer.outputs]
+        if output_names[:len(names)] == names:
+            return word, {o.name: list(o.axes) for o in layer.outputs}
     raise ToolError(f"{output_names} are not the outputs of a peak graph (points, vals, ...)")
 
 
@@ -85,24 +93,29 @@ def load_input(path: Path, dtype: np.dtype, channels: int | None) -> np.ndarray:
     return np.ascontiguousarray(array, dtype=dtype)
 
 
-def _nan_to_none(value):
+def _finite_or_none(value):
+    """``value`` with every NaN or infinite float replaced by None (JSON null, an empty CSV
+    cell): JSON has no such numbers. A missing point is NaN; an infinite peak value comes
+    from an infinite map pixel."""
+    if isinstance(value, dict):
+        return {k: _finite_or_none(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_nan_to_none(v) for v in value]
-    return None if isinstance(value, float) and math.isnan(value) else value
+        return [_finite_or_none(v) for v in value]
+    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
-def instances(layer: str, outputs: dict, n_samples: int, n_channels: int) -> list:
+def instances(outputs: dict, n_samples: int, n_channels: int) -> list:
     """Host-side identity grouping: per sample, one instance per class."""
+    variable_length = "sample_inds" in outputs  # else fixed slots: sizes from the shapes
     points, point_vals, class_probs = group_instances(
         outputs["points"], outputs["vals"], outputs["class_probs"],
-        sample_inds=outputs.get("sample_inds") if layer == "local" else None,
-        channel_inds=outputs.get("channel_inds") if layer == "local" else None,
+        sample_inds=outputs.get("sample_inds"), channel_inds=outputs.get("channel_inds"),
         valid=outputs.get("valid"),
-        n_samples=n_samples if layer == "local" else None,
-        n_channels=n_channels if layer == "local" else None)
-    return [[{"class": k, "points": _nan_to_none(points[s, k].tolist()),
-              "point_vals": _nan_to_none(point_vals[s, k].tolist()),
-              "class_probs": _nan_to_none(class_probs[s, k].tolist())}
+        n_samples=n_samples if variable_length else None,
+        n_channels=n_channels if variable_length else None)
+    return [[{"class": k, "points": _finite_or_none(points[s, k].tolist()),
+              "point_vals": _finite_or_none(point_vals[s, k].tolist()),
+              "class_probs": _finite_or_none(class_probs[s, k].tolist())}
              for k in range(points.shape[1])] for s in range(points.shape[0])]
 
 
@@ -141,7 +154,7 @@ def run(model: str, inputs: list[str], provider: str = "auto", save: str | None 
         raise ToolError(f"model file {model_path} does not exist")
     session = open_peak_session(model_path, provider)
     meta = read_metadata(model_path)
-    kind = layer_kind(meta, session.output_names)
+    kind, axes = described_outputs(meta, session.output_names)
     dtype_name, shape = session.inputs[session.input_name]
     channels = shape[1] if len(shape) == 4 and isinstance(shape[1], int) else None
     note = " (CUDA did not load)" if session.fallback_reason else ""
@@ -156,16 +169,15 @@ def run(model: str, inputs: list[str], provider: str = "auto", save: str | None 
             outputs = session.run(array)
         except (ValueError, TypeError) as error:
             raise ToolError(f"{name}: {error}") from None
-        except Exception as error:  # ONNX Runtime refused the input
-            text = str(error).strip().splitlines()[0] if str(error).strip() else ""
-            raise ToolError(f"{name}: ONNX Runtime failed: {text}") from None
-        rows = peak_rows(kind, outputs)
+        except RUNTIME_ERRORS as error:  # ONNX Runtime refused the input
+            raise ToolError(f"{name}: ONNX Runtime failed: {first_line(error)}") from None
+        rows = peak_rows(outputs, axes["points"])
         entry = {"file": name, "shape": list(array.shape), "peaks": rows}
         if "class_probs" in outputs:
             n_channels = meta.get("channels") or (
-                int(outputs["points"].shape[1]) if kind != "local" else
-                int(outputs["channel_inds"].max(initial=-1)) + 1)
-            entry["instances"] = instances(kind, outputs, array.shape[0], n_channels)
+                int(outputs["channel_inds"].max(initial=-1)) + 1 if "channel_inds" in outputs
+                else int(outputs["points"].shape[1]))
+            entry["instances"] = instances(outputs, array.shape[0], n_channels)
         result["files"].append(entry)
         log(f"{name} ✓ {array.shape}: {len(rows)} peaks"
             + (f", grouped into {len(entry['instances'][0])} identities per frame"
@@ -191,9 +203,10 @@ def run(model: str, inputs: list[str], provider: str = "auto", save: str | None 
                 print(f"{entry['file']}  sample {r['sample']}  {part:>8}  x {r['x']:8.2f}  "
                       f"y {r['y']:8.2f}  value {r['value']:.3f}{cls}")
     elif save.lower().endswith(".json"):
-        _write_atomically(Path(save), json.dumps(result, indent=1, allow_nan=False) + "\n")
+        _write_atomically(Path(save), json.dumps(_finite_or_none(result), indent=1,
+                                                 allow_nan=False) + "\n")
         log(f"Saved ✓ → {save}")
     else:
-        _write_atomically(Path(save), _csv(result))
+        _write_atomically(Path(save), _csv(_finite_or_none(result)))
         log(f"Saved ✓ → {save}")
     return result

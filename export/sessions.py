@@ -5,11 +5,9 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-from peaklayers.runtime import ProviderUnavailableError, open_session
+from peaklayers.runtime import RUNTIME_ERRORS, ProviderUnavailableError, open_session
 
-from .common import ToolError
-
-PROVIDERS = ("auto", "cuda", "cpu")
+from .common import ToolError, first_line
 
 
 def open_peak_session(path: Path, provider: str = "auto"):
@@ -26,6 +24,5 @@ def open_peak_session(path: Path, provider: str = "auto"):
         raise ToolError(str(error).splitlines()[0] + " (see docs/deployment.md)") from None
     except (ValueError, FileNotFoundError) as error:
         raise ToolError(str(error).splitlines()[0]) from None
-    except Exception as error:  # onnxruntime's own errors for a file it cannot load
-        text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ToolError(f"ONNX Runtime cannot load {path}: {text}") from None
+    except RUNTIME_ERRORS as error:  # a file ONNX Runtime cannot load
+        raise ToolError(f"ONNX Runtime cannot load {path}: {first_line(error)}") from None

@@ -1,32 +1,35 @@
-"""Peak-layer settings from the command line: validated once, turned into modules and metadata."""
+"""Peak-layer settings from the command line: validated once, turned into the library's modules.
+
+What the built module returns (names, axes, dtypes) is the library's own description
+(``module.outputs``); nothing here restates it.
+"""
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import asdict, dataclass
 from typing import Optional
 
 from torch import nn
 
 import peaklayers
-from peaklayers.ops.class_maps import ClassMapLookup
+from peaklayers.ops._checks import REFINEMENTS as _LIBRARY_REFINEMENTS
+from peaklayers.ops.outputs import Output
 
 from .common import ToolError
 
-LAYERS = ("global", "local", "topk")
-REFINEMENTS = ("integral", "none")
+# The --layer words and the layer each one builds.
+LAYERS = {"global": peaklayers.GlobalPeaks, "local": peaklayers.LocalPeaks,
+          "topk": peaklayers.TopKPeaks}
+# A sanity bound on --stride: heads have output strides of 1 to 64; far larger ones turn
+# float32 points into inf.
+MAX_STRIDE = 65536.0
+# The library's refinements, with None spelled "none" on the command line.
+REFINEMENTS = tuple("none" if r is None else r for r in _LIBRARY_REFINEMENTS)
 
-# Output names and, per output, its shape after the batch axis ("C" channels, "K" slots,
-# "N" a data-dependent count: local peaks have no batch axis) and dtype ("vals" follows
-# the input dtype).
-OUTPUTS = {
-    "global": [("points", ("C", 2), "float32"), ("vals", ("C",), "input")],
-    "local": [("points", ("N", 2), "float32"), ("vals", ("N",), "input"),
-              ("sample_inds", ("N",), "int32"), ("channel_inds", ("N",), "int32")],
-    "topk": [("points", ("C", "K", 2), "float32"), ("vals", ("C", "K"), "input"),
-             ("valid", ("C", "K"), "bool")],
-}
-CLASS_PROBS = {"local": ("class_probs", ("N", "classes"), "input"),
-               "topk": ("class_probs", ("C", "K", "classes"), "input")}
+
+def _takes_k(layer: str) -> bool:
+    return "k" in inspect.signature(LAYERS[layer]).parameters
 
 
 @dataclass(frozen=True)
@@ -48,41 +51,41 @@ class LayerSettings:
         if not 0.0 <= threshold <= 1.0 and not force:
             raise ToolError(f"--threshold must be in [0, 1] for confidence maps, got {threshold} "
                             "(add --force if your maps are not probabilities)")
-        if class_maps and layer == "global":
-            raise ToolError("--class-maps needs --layer local or topk (identity grouping works "
-                            "on every peak of a part, not one per map)")
+        if stride is not None and not stride <= MAX_STRIDE:
+            raise ToolError(f"--stride must be at most {MAX_STRIDE:g} (points are float32 "
+                            f"pixels; a larger stride overflows them), got {stride:g}")
         settings = cls(layer, k, float(threshold), refinement, patch_size,
                        float(default_stride if stride is None else stride), class_maps)
-        settings.build()  # the library validates the rest (k, patch size, stride)
+        settings.build()  # the library validates the rest (k, patch size, stride, class maps)
         return settings
 
     def build(self) -> nn.Module:
-        refinement = None if self.refinement == "none" else self.refinement
-        common = dict(threshold=self.threshold, refinement=refinement,
-                      patch_size=self.patch_size, stride=self.stride)
+        """The peak layer, or with ``--class-maps`` the layer and its class-map lookup
+        (:class:`peaklayers.PeaksWithClasses`, inputs ``(confmaps, class_maps)``)."""
+        options = dict(threshold=self.threshold,
+                       refinement=None if self.refinement == "none" else self.refinement,
+                       patch_size=self.patch_size, stride=self.stride)
+        if _takes_k(self.layer):
+            options["k"] = self.k
         try:
-            if self.layer == "global":
-                return peaklayers.GlobalPeaks(**common)
-            if self.layer == "local":
-                return peaklayers.LocalPeaks(**common)
-            return peaklayers.TopKPeaks(self.k, **common)
+            layer = LAYERS[self.layer](**options)
         except (ValueError, TypeError) as error:
             raise ToolError(str(error).replace("patch_size", "--patch-size")) from None
+        if not self.class_maps:
+            return layer
+        try:
+            return peaklayers.PeaksWithClasses(layer)
+        except TypeError as error:
+            raise ToolError(f"--class-maps with --layer {self.layer}: {error}") from None
 
-    def lookup(self) -> ClassMapLookup:
-        return ClassMapLookup(stride=self.stride)
-
-    def outputs(self) -> list[tuple[str, tuple, str]]:
-        outputs = list(OUTPUTS[self.layer])
-        if self.class_maps:
-            outputs.append(CLASS_PROBS[self.layer])
-        return outputs
+    def outputs(self) -> tuple[Output, ...]:
+        return self.build().outputs
 
     def output_names(self) -> list[str]:
-        return [name for name, _, _ in self.outputs()]
+        return [output.name for output in self.outputs()]
 
     def as_dict(self) -> dict:
         settings = asdict(self)
-        if self.layer != "topk":
+        if not _takes_k(self.layer):
             settings.pop("k")
         return settings

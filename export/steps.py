@@ -11,11 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from . import triton
-from .common import staged_folder, step, write_json
-from .formats import FORMATS, Job, torch_backend
+from .common import step, write_json
+from .folders import check_apart, check_output, staged_folder
+from .formats import FORMATS, Job
 from .report import markdown
 from .verify import Backend, verify
 
@@ -28,36 +28,49 @@ class TritonOptions:
     kind: str = "gpu"
 
 
-def eager_backend(graph: torch.nn.Module) -> Backend:
-    """The composed module in eager PyTorch: the reference every export is compared with."""
-    return torch_backend(graph)
+def check_outputs(out: Path, triton_options: TritonOptions | None) -> None:
+    """Refuse unusable output folders before any work is done."""
+    check_output(Path(out))
+    if triton_options is not None and triton_options.root is not None:
+        root = Path(triton_options.root)
+        check_output(root, "--triton")
+        check_apart(Path(out), root, ("--out", "--triton"))
 
 
-def export_verify_write(job: Job, out: Path, inputs: list[np.ndarray], provider: str,
-                        title: str, *, formats=("torchscript", "onnx"),
-                        written: dict[str, Path] | None = None, reference: Backend | None = None,
+def format_writer(job: Job, formats: tuple[str, ...],
+                  shown: Path) -> Callable[[Path], dict[str, Path]]:
+    """``stage -> {format key: path}``: writes ``job`` in each of ``formats``, one step each
+    (logged as files of ``shown``, the final folder)."""
+    def write(stage: Path) -> dict[str, Path]:
+        files = {}
+        for key in formats:
+            fmt = FORMATS[key]
+            with step(fmt.label, shown) as info:
+                info["file"] = fmt.save(job, stage / f"model{fmt.suffix}")
+            files[key] = info["file"]
+        return files
+
+    return write
+
+
+def export_verify_write(write: Callable[[Path], dict[str, Path]], reference: Backend,
+                        output_names: list[str], metadata: dict, out: Path,
+                        inputs: list[np.ndarray], provider: str, title: str, *,
                         extras: Callable[[Path, Path], str | None] | None = None,
                         triton_options: TritonOptions | None = None,
                         notes: list[str] | None = None) -> dict:
-    """Export ``formats`` (plus files ``written(stage)`` made by the caller), verify, write.
+    """Write the model files, verify each against ``reference``, write metadata and report.
 
     Args:
-        written: callable ``stage -> {format key: path}`` for files the caller makes itself
-            (the ONNX graph appended to a user's ONNX model).
-        reference: the eager backend (default: ``job.graph`` in PyTorch).
+        write: ``stage -> {format key: path}``, e.g. :func:`format_writer`'s.
+        reference: the eager backend every written file is compared with.
         extras: ``(stage, out) -> accuracy text`` writing demo-only files.
     """
-    files: dict[str, Path] = {}
     summary: dict = {}
     triton_options = triton_options or TritonOptions()
+    check_outputs(out, triton_options)
     with staged_folder(out) as stage:
-        for key in formats:
-            fmt = FORMATS[key]
-            with step(fmt.label, out) as info:
-                info["file"] = fmt.save(job, stage / f"model{fmt.suffix}")
-            files[key] = info["file"]
-        if written is not None:
-            files.update(written(stage))
+        files = write(stage)
 
         with step("Verify") as info:
             backends = {}
@@ -65,8 +78,7 @@ def export_verify_write(job: Job, out: Path, inputs: list[np.ndarray], provider:
                 fmt = FORMATS[key]
                 label = "ONNX Runtime" if key == "onnx" else fmt.label
                 backends[label] = fmt.load(path, provider)
-            parities = verify(reference or eager_backend(job.graph), backends, inputs,
-                              job.output_names)
+            parities = verify(reference, backends, inputs, output_names)
             worst = max(p.max_abs_diff for p in parities)
             info["note"] = (f"{len(backends)} backend(s) × {len(inputs)} input shapes, "
                             f"max |Δ| {worst:.1e}; " + ", ".join(
@@ -78,13 +90,13 @@ def export_verify_write(job: Job, out: Path, inputs: list[np.ndarray], provider:
             for p in parities]
         accuracy_text = extras(stage, out) if extras is not None else None
 
-        meta = dict(job.metadata, files=sorted(p.name for p in files.values()))
+        meta = dict(metadata, files=sorted(p.name for p in files.values()))
         (stage / "report.md").write_text(
             markdown(title, meta, parities, meta["files"], accuracy_text, notes))
         write_json(stage / "metadata.json", dict(meta, verification=summary))
         if triton_options.root is not None and "onnx" in files:
             root = Path(triton_options.root)
-            with staged_folder(root) as triton_stage, step("Triton") as info:
+            with staged_folder(root, "--triton") as triton_stage, step("Triton") as info:
                 triton.write_repository(
                     triton_stage, "peaklayers", files["onnx"], meta,
                     max_batch_size=triton_options.max_batch_size,

@@ -45,7 +45,7 @@ def config_text(name: str, meta: dict, max_batch_size: int, instances: int, kind
     """``config.pbtxt`` text for the graph described by ``meta`` (see report.metadata)."""
     # A model with a fixed batch size (e.g. an ONNX head exported for batch 1) cannot be
     # batched by Triton either.
-    batched = (meta["layer"]["layer"] != "local" and max_batch_size > 0
+    batched = (all(t["shape"][0] == "batch" for t in meta["outputs"]) and max_batch_size > 0
                and meta["inputs"][0]["shape"][0] == "batch")
     inputs = [_tensor(t["name"], t["dtype"], _dims(t["shape"], batched)) for t in meta["inputs"]]
     outputs = [_tensor(t["name"], t["dtype"], _dims(t["shape"], batched))

@@ -22,6 +22,8 @@ from .ops.global_peaks import GlobalPeaks, global_peaks
 from .ops.integral import integral_offsets
 from .ops.local_peaks import LocalPeaks, local_peaks
 from .ops.nms import strict_maxima, strict_maxima_mask
+from .ops.outputs import Output
+from .ops.peaks_with_classes import PeaksWithClasses
 from .ops.pipelines import (
     CentroidPipeline,
     MultiClassTopDownPipeline,
@@ -68,7 +70,9 @@ __all__ = [
     "GlobalPeaks",
     "LocalPeaks",
     "MultiClassTopDownPipeline",
+    "Output",
     "PeakSession",
+    "PeaksWithClasses",
     "Pipeline",
     "PrepareFrames",
     "ProviderUnavailableError",

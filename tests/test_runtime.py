@@ -421,12 +421,31 @@ def test_cuda_tensor_needs_cuda_session(local_session):
     local_session._check_device("confmaps", torch.device("cpu"))  # fine
 
 
-def test_native_stderr_capture_gives_back_on_error(capfd):
+def test_native_stderr_capture_on_error_becomes_a_note_not_output(capfd):
+    """ONNX Runtime's log of a failed session creation goes with the error, not to stderr."""
     import os
 
-    with pytest.raises(KeyError):
+    with pytest.raises(KeyError) as info:
         with _native_stderr_captured() as captured:
             os.write(2, b"\x1b[1;31mnative line\x1b[m\n")
             raise KeyError("x")
     assert captured.text == "native line"
-    assert "native line" in capfd.readouterr().err
+    assert "native line" not in capfd.readouterr().err
+    assert info.value.__notes__ == ["ONNX Runtime's log:\nnative line"]
+
+
+def test_failed_cuda_session_creation_prints_nothing(monkeypatch, capfd):
+    """provider='cuda' or 'auto': a model ONNX Runtime refuses after it tried to load CUDA."""
+    import os
+
+    from peaklayers.serving import runtime as serving_runtime
+
+    def refuse(source, options, providers):
+        os.write(2, b"\x1b[1;31m2026 [E:onnxruntime:Default] Failed to load libcublasLt\x1b[m\n")
+        raise RuntimeError("[ONNXRuntimeError] : 1 : FAIL : cannot create the session")
+
+    monkeypatch.setattr(serving_runtime, "_create_session", refuse)
+    for provider in ("cuda", "auto"):
+        with pytest.raises(RuntimeError, match="cannot create the session"):
+            serving_runtime.open_session(b"model bytes", provider)
+    assert capfd.readouterr().err == ""

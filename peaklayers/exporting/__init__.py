@@ -3,11 +3,21 @@
 :func:`export_onnx` imports onnx when it runs; importing this package does not.
 """
 
-from .export import DYNAMO_OPSETS, TORCHSCRIPT_OPSETS, export_onnx, export_program, output_names_for
+from ._noise import ExportWarning
+from .export import (
+    DYNAMO_OPSETS,
+    TORCHSCRIPT_OPSETS,
+    default_opset,
+    export_onnx,
+    export_program,
+    output_names_for,
+)
 
 __all__ = [
     "DYNAMO_OPSETS",
     "TORCHSCRIPT_OPSETS",
+    "ExportWarning",
+    "default_opset",
     "export_onnx",
     "export_program",
     "output_names_for",

@@ -119,7 +119,7 @@ def _scripted_for_tracer(model: nn.Module, dynamo: bool) -> nn.Module:
             # torch.jit.script is deprecated; the model's TorchScript leaves no choice.
             warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.")
             return torch.jit.script(model)
-    except Exception as error:
+    except (RuntimeError, torch.jit.frontend.FrontendError) as error:
         raise ValueError(
             f"model holds a TorchScript module ({name!r}): the TorchScript-based exporter "
             "cannot trace into it, so export_onnx scripts the whole model, and "

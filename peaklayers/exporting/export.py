@@ -23,7 +23,6 @@ operators of every layer's graph.
 
 import os
 import pathlib
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional, TypeVar, Union
@@ -32,11 +31,9 @@ import torch
 from torch import nn
 
 from ..ops._layer import PeakLayer
-from ..ops.global_peaks import GlobalPeaks
-from ..ops.local_peaks import LocalPeaks
 from ..ops.pipelines import Pipeline
-from ..ops.topk_peaks import TopKPeaks
 from ._model import _eval_mode, _run_recorded, _scripted_for_tracer, _scripted_part
+from ._noise import exporter_noise_hidden
 
 if TYPE_CHECKING:
     import onnx
@@ -44,6 +41,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DYNAMO_OPSETS",
     "TORCHSCRIPT_OPSETS",
+    "default_opset",
     "export_onnx",
     "export_program",
     "output_names_for",
@@ -74,13 +72,6 @@ TORCHSCRIPT_OPSETS = range(_MIN_OPSET, _max_opsets()[0] + 1)
 DYNAMO_OPSETS = range(_DYNAMO_MIN_OPSET, _max_opsets()[1] + 1)
 """Opsets :func:`export_onnx` accepts with ``dynamo=True`` (default: the newest)."""
 
-_OUTPUT_NAMES = {
-    GlobalPeaks: ("points", "vals"),
-    LocalPeaks: ("points", "vals", "sample_inds", "channel_inds"),
-    TopKPeaks: ("points", "vals", "valid"),
-}
-# The size each output's first axis follows: the batch, or the number of peaks.
-_FIRST_AXIS = {GlobalPeaks: "batch", LocalPeaks: "peaks", TopKPeaks: "batch"}
 # The default name of an extra output made by a ClassMapLookup, and of the second input.
 _CLASS_PROBS = "class_probs"
 _EXTRA_INPUT_NAMES = ("class_maps",)
@@ -88,17 +79,16 @@ _T = TypeVar("_T")
 
 
 def output_names_for(layer: nn.Module) -> tuple[str, ...]:
-    """Names of a peak layer's outputs, in order.
+    """Names of a peak layer's outputs, in order (from its ``outputs`` description).
 
     ``GlobalPeaks``: ``points, vals``; ``LocalPeaks``: ``points, vals, sample_inds,
     channel_inds``; ``TopKPeaks``: ``points, vals, valid``.
     """
-    for cls, names in _OUTPUT_NAMES.items():
-        if isinstance(layer, cls):
-            return names
-    raise TypeError(
-        "layer must be a GlobalPeaks, LocalPeaks or TopKPeaks, got " + type(layer).__name__
-    )
+    if not isinstance(layer, PeakLayer):
+        raise TypeError(
+            "layer must be a GlobalPeaks, LocalPeaks or TopKPeaks, got " + type(layer).__name__
+        )
+    return tuple(output.name for output in layer.outputs)
 
 
 def _check_example(example: object, what: str = "example") -> torch.Tensor:
@@ -212,10 +202,16 @@ def _signature(model: nn.Module, examples: tuple[torch.Tensor, ...]) -> _Signatu
     )
 
 
+def default_opset(dynamo: bool) -> int:
+    """The opset :func:`export_onnx` uses when none is given: 17 for the TorchScript-based
+    exporter, the newest the installed one supports for the dynamo exporter."""
+    return DYNAMO_OPSETS[-1] if dynamo else _DEFAULT_TORCHSCRIPT_OPSET
+
+
 def _check_opset(opset: object, dynamo: bool) -> int:
     allowed = DYNAMO_OPSETS if dynamo else TORCHSCRIPT_OPSETS
     if opset is None:
-        return allowed[-1] if dynamo else _DEFAULT_TORCHSCRIPT_OPSET
+        return default_opset(dynamo)
     if isinstance(opset, bool) or not isinstance(opset, int):
         raise TypeError("opset must be an int or None, got " + type(opset).__name__)
     if opset not in allowed:
@@ -353,7 +349,7 @@ def _with_dims(export: Callable[[tuple], _T], count: int, min_size: int = 1) -> 
     finds that the model needs the inputs' sizes equal, again with shared ones."""
     try:
         return export(_dynamic_shapes(count, min_size=min_size))
-    except Exception as error:
+    except RuntimeError as error:  # torch.export's constraint errors
         if count == 1 or not _asks_equal_sizes(error):
             raise
     return export(_dynamic_shapes(count, shared=True, min_size=min_size))
@@ -393,18 +389,17 @@ def export_program(
             f"model holds a TorchScript module ({name or 'model'!r}), which torch.export "
             "cannot trace"
         )
-    return _with_dims(
-        lambda dims: torch.export.export(model, examples, dynamic_shapes=dims),
-        len(examples),
-        _min_size(model),
-    )
+    with exporter_noise_hidden():
+        return _with_dims(
+            lambda dims: torch.export.export(model, examples, dynamic_shapes=dims),
+            len(examples),
+            _min_size(model),
+        )
 
 
-def _first_axis(layer: Optional[PeakLayer]) -> str:
-    for cls, axis in _FIRST_AXIS.items():
-        if isinstance(layer, cls):
-            return axis
-    return "batch"
+def _first_axis(layer: PeakLayer) -> str:
+    """What the first axis of the layer's outputs counts: ``batch`` or ``peaks``."""
+    return str(layer.outputs[0].axes[0])
 
 
 def _declare_output_shapes(
@@ -536,7 +531,7 @@ def export_onnx(
     extra = _check_metadata(metadata)
     path = pathlib.Path(path)
 
-    with _eval_mode(model) as holds_program:
+    with _eval_mode(model) as holds_program, exporter_noise_hidden():
         signature = _signature(model, examples)
         plain = signature.layer is None and output_names is None
         if (plain or isinstance(model, Pipeline)) and input_name == "confmaps":
@@ -566,27 +561,15 @@ def export_onnx(
                 # torch.onnx would call model.train(False), which a program refuses; the
                 # modes are already set above.
                 options["training"] = torch.onnx.TrainingMode.PRESERVE
-            with warnings.catch_warnings():
-                # The layers' argument checks read static facts (rank, dtype, non-empty
-                # maps); the tracer warns about each such Python bool. Warnings from the
-                # user's own modules still show.
-                warnings.filterwarnings(
-                    "ignore", category=torch.jit.TracerWarning, module=r"peaklayers\."
-                )
-                # PRESERVE makes torch.onnx warn about constant folding in training mode
-                # whatever the mode; the model is in eval mode.
-                warnings.filterwarnings(
-                    "ignore", message="It is recommended that constant folding be turned off"
-                )
-                torch.onnx.export(
-                    exported,
-                    examples,
-                    str(path),
-                    dynamo=False,
-                    dynamic_axes=_dynamic_axes(signature, inputs, names),
-                    **common,
-                    **options,
-                )
+            torch.onnx.export(
+                exported,
+                examples,
+                str(path),
+                dynamo=False,
+                dynamic_axes=_dynamic_axes(signature, inputs, names),
+                **common,
+                **options,
+            )
 
     proto = onnx.load(str(path))
     _declare_output_shapes(proto, signature, names)

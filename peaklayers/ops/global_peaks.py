@@ -7,6 +7,7 @@ import torch
 from ._checks import check_confmaps, check_patch_size, check_refinement, check_stride
 from ._layer import PeakLayer
 from .integral import integral_offsets
+from .outputs import Output
 
 
 def global_peaks(
@@ -71,6 +72,11 @@ class GlobalPeaks(PeakLayer):
     ``forward(cms (Tensor[S, C, H, W]))`` returns ``points (Tensor[S, C, 2], float32)``
     and ``vals (Tensor[S, C], dtype of cms)``.
     """
+
+    outputs = (
+        Output("points", ("batch", "channels", 2), "float32"),
+        Output("vals", ("batch", "channels"), "maps"),
+    )
 
     def forward(self, cms: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return global_peaks(cms, self.threshold, self.refinement, self.patch_size, self.stride)

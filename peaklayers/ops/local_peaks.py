@@ -16,6 +16,7 @@ from ._layer import LocalPeakLayer
 from .flat_tops import flat_top_maxima
 from .integral import integral_offsets
 from .nms import strict_maxima
+from .outputs import Output
 
 
 def local_peaks(
@@ -90,6 +91,13 @@ class LocalPeaks(LocalPeakLayer):
     ``vals (Tensor[N], dtype of cms)``, ``sample_inds (Tensor[N], int32)`` and
     ``channel_inds (Tensor[N], int32)``, ordered by ``(sample, y, x, channel)``.
     """
+
+    outputs = (
+        Output("points", ("peaks", 2), "float32"),
+        Output("vals", ("peaks",), "maps"),
+        Output("sample_inds", ("peaks",), "int32"),
+        Output("channel_inds", ("peaks",), "int32"),
+    )
 
     def forward(
         self, cms: torch.Tensor

@@ -18,6 +18,7 @@ from ._windows import pixel_windows
 from .flat_tops import flat_top_rejected, merged_offsets
 from .integral import integral_offsets
 from .nms import strict_maxima_mask
+from .outputs import Output
 
 
 def _ordered_topk_positions(scores: torch.Tensor, k: int) -> torch.Tensor:
@@ -164,6 +165,12 @@ class TopKPeaks(LocalPeakLayer):
     ``forward(cms (Tensor[S, C, H, W]))`` returns ``points (Tensor[S, C, k, 2], float32)``,
     ``vals (Tensor[S, C, k], dtype of cms)`` and ``valid (Tensor[S, C, k], bool)``.
     """
+
+    outputs = (
+        Output("points", ("batch", "channels", "k", 2), "float32"),
+        Output("vals", ("batch", "channels", "k"), "maps"),
+        Output("valid", ("batch", "channels", "k"), "bool"),
+    )
 
     def __init__(
         self,

@@ -2,3 +2,6 @@
 identities (:mod:`.identity`, solver in :mod:`.assignment`). numpy here; onnx and
 onnxruntime are imported by :mod:`.runtime`, scipy only by the large-problem solver.
 """
+
+PROVIDERS = ("auto", "cuda", "cpu")
+"""Execution providers :func:`peaklayers.runtime.open_session` accepts."""

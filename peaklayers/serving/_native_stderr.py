@@ -24,9 +24,10 @@ def _native_stderr_captured():
     """Redirect file descriptor 2 (where ONNX Runtime's C++ logger writes) to a file.
 
     Yields an object whose ``text`` is set on exit (ANSI colours removed). If the body
-    raises, the captured bytes go back to stderr before the exception propagates.
-    Output of other threads during this short window is captured as well; it is never
-    dropped (it ends up in the message or back on stderr).
+    raises, the captured text is added to the exception as a note (shown with its
+    traceback), not printed: it is ONNX Runtime's log of the same failure. Output of
+    other threads during this short window is captured as well; it is never dropped (it
+    ends up in the message, in the note, or back on stderr).
     """
     captured = _Captured()
     try:
@@ -37,19 +38,21 @@ def _native_stderr_captured():
         return
     with tempfile.TemporaryFile() as tmp:
         os.dup2(tmp.fileno(), 2)
-        failed = False
         try:
             yield captured
-        except BaseException:
-            failed = True
+        except BaseException as error:
+            _restore(saved, tmp, captured)
+            if captured.text and hasattr(error, "add_note"):
+                error.add_note("ONNX Runtime's log:\n" + captured.text)
             raise
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            tmp.seek(0)
-            raw = tmp.read()
-            if failed and raw:
-                os.write(2, raw)
-            captured.raw = raw
-            text = _ANSI_ESCAPE.sub("", raw.decode(errors="replace"))
-            captured.text = "\n".join(line for line in text.splitlines() if line.strip())
+        _restore(saved, tmp, captured)
+
+
+def _restore(saved: int, tmp, captured: _Captured) -> None:
+    """Point fd 2 back at stderr; read what was captured into ``captured``."""
+    os.dup2(saved, 2)
+    os.close(saved)
+    tmp.seek(0)
+    captured.raw = tmp.read()
+    text = _ANSI_ESCAPE.sub("", captured.raw.decode(errors="replace"))
+    captured.text = "\n".join(line for line in text.splitlines() if line.strip())

@@ -42,6 +42,7 @@ import onnx
 import onnxruntime as ort
 import torch
 
+from . import PROVIDERS
 from ._native_stderr import _native_stderr_captured
 
 __all__ = [
@@ -49,6 +50,7 @@ __all__ = [
     "PROVIDERS",
     "ElementType",
     "PeakSession",
+    "RUNTIME_ERRORS",
     "ProviderFallbackWarning",
     "ProviderUnavailableError",
     "open_session",
@@ -57,7 +59,6 @@ __all__ = [
 # The public module's name (peaklayers.runtime), which users configure.
 logger = logging.getLogger("peaklayers.runtime")
 
-PROVIDERS = ("auto", "cuda", "cpu")
 CUDA_EP = "CUDAExecutionProvider"
 CPU_EP = "CPUExecutionProvider"
 
@@ -67,6 +68,18 @@ _QUIET_SESSION_SEVERITY = 3
 
 class ProviderUnavailableError(RuntimeError):
     """The requested execution provider did not load (ONNX Runtime fell back to another)."""
+
+
+def _runtime_errors() -> tuple[type[Exception], ...]:
+    from onnxruntime.capi import onnxruntime_pybind11_state as state
+
+    found = (getattr(state, name) for name in dir(state))
+    return tuple(e for e in found if isinstance(e, type) and issubclass(e, Exception))
+
+
+RUNTIME_ERRORS = _runtime_errors()
+"""The exceptions ONNX Runtime raises for a model it cannot load or an input it refuses
+(they derive from ``Exception`` directly)."""
 
 
 class ProviderFallbackWarning(RuntimeWarning):
@@ -333,6 +346,11 @@ class PeakSession:
                 raise ValueError(
                     f"{expected}: dimension {axis} must be {want}, got shape {tuple(shape)}"
                 )
+        # Images and maps need pixels: graphs divide by their height and width, and ONNX
+        # Runtime answers an empty one with an integer division by zero.
+        if rank == 4 and 0 in shape[2:]:
+            raise ValueError(f"{expected}: height and width must not be 0, got shape "
+                             f"{tuple(shape)}")
 
 
 def _torch_dtype_name(dtype: torch.dtype) -> str:
