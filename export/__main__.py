@@ -23,7 +23,7 @@ import traceback
 from .common import ToolError, fail
 
 # Subcommand -> the module whose run(**options) it calls.
-COMMANDS = {"demo": ".demo", "model": ".model", "run": ".run"}
+COMMANDS = {"demo": ".demo", "model": ".model", "pipeline": ".pipeline", "run": ".run"}
 
 
 class Terminated(Exception):
@@ -82,6 +82,50 @@ def _export_options(parser: argparse.ArgumentParser) -> None:
                        help="instance_group kind (gpu)")
 
 
+def _pipeline_parser(sub) -> None:
+    from peaklayers.serving import PROVIDERS
+
+    from .pipeline import KINDS, PIPELINE_FORMATS
+
+    p = sub.add_parser("pipeline", help="a whole pipeline (frames in, frame-pixel points out) "
+                                         "around your TorchScript or .pt2 heads; export, verify")
+    p.add_argument("kind", choices=KINDS)
+    p.add_argument("heads", nargs="+", metavar="HEAD",
+                   help="one head (single-instance, centroid) or CENTROID_HEAD INSTANCE_HEAD; "
+                        "TorchScript archives are code: give only archives you trust")
+    p.add_argument("--out", required=True, help="output folder (replaced when complete)")
+    p.add_argument("--format", choices=PIPELINE_FORMATS, default="peaklayers",
+                   help="peaklayers: ONNX + TorchScript/.pt2; sleap-nn: the reference "
+                        "library's model.onnx + export_metadata.json (default: peaklayers)")
+    p.add_argument("--crop-size", default=None, metavar="H,W", help="top-down crop size")
+    p.add_argument("--max-instances", type=int, default=None, help="instance slots")
+    p.add_argument("--stride", type=float, default=1.0, help="head output stride (1)")
+    p.add_argument("--centroid-stride", type=float, default=1.0,
+                   help="top-down: centroid head output stride (1)")
+    p.add_argument("--instance-stride", type=float, default=1.0,
+                   help="top-down: instance head output stride (1)")
+    p.add_argument("--input-scale", type=float, default=1.0, help="frame scale (1)")
+    p.add_argument("--max-stride", type=int, default=1, help="pad frames to a multiple (1)")
+    p.add_argument("--instance-input-scale", type=float, default=1.0, help="crop scale (1)")
+    p.add_argument("--threshold", type=float, default=0.2, help="peak/centroid threshold")
+    p.add_argument("--peak-threshold", type=float, default=0.2,
+                   help="top-down: body-part threshold (0.2)")
+    p.add_argument("--refinement", choices=("integral", "none"), default="integral")
+    p.add_argument("--patch-size", type=int, default=5)
+    p.add_argument("--node-names", default=None, metavar="a,b,...", help="body-part names")
+    p.add_argument("--input-shape", default=None, metavar="C,H,W",
+                   help="example frames where a head does not fix them")
+    p.add_argument("--float-input", action="store_true",
+                   help="the graph takes float32 [0, 1] frames instead of uint8")
+    p.add_argument("--instance-output", default=None,
+                   help="tuple index or dict key of the maps in the (instance) head's output")
+    p.add_argument("--class-output", default=None,
+                   help="multiclass-top-down: tuple index or dict key of the class vectors")
+    p.add_argument("--provider", choices=PROVIDERS, default="auto",
+                   help="ONNX Runtime provider used for verification (auto)")
+    p.add_argument("--opset", type=int, default=None, help="ONNX opset")
+
+
 def build_parser(prog: str = "python -m export") -> argparse.ArgumentParser:
     from peaklayers.serving import PROVIDERS
 
@@ -113,6 +157,8 @@ def build_parser(prog: str = "python -m export") -> argparse.ArgumentParser:
                        help="ONNX with --class-maps: the class-map output (default: the second)")
     _export_options(model)
     _layer_options(model, "1")
+
+    _pipeline_parser(sub)
 
     run = sub.add_parser("run", help="run an exported ONNX model on .npy arrays or PNG images")
     run.add_argument("model", help="an ONNX file written by this tool")

@@ -16,12 +16,21 @@ from typing import Any
 
 from . import functional
 from .ops.class_maps import ClassMapLookup, class_probabilities
+from .ops.crops import CentredCrops, centred_crops
+from .ops.frames import PrepareFrames, prepare_frames, to_frame_pixels
 from .ops.global_peaks import GlobalPeaks, global_peaks
 from .ops.integral import integral_offsets
 from .ops.local_peaks import LocalPeaks, local_peaks
 from .ops.nms import strict_maxima, strict_maxima_mask
 from .ops.outputs import Output
 from .ops.peaks_with_classes import PeaksWithClasses
+from .ops.pipelines import (
+    CentroidPipeline,
+    MultiClassTopDownPipeline,
+    Pipeline,
+    SingleInstancePipeline,
+    TopDownPipeline,
+)
 from .ops.topk_peaks import TopKPeaks, topk_peaks
 
 __version__ = "0.1.0"
@@ -30,6 +39,8 @@ __version__ = "0.1.0"
 _LAZY = {
     "export_onnx": ".exporting",
     "export_program": ".exporting",
+    "export_sleap_nn": ".exporting.sleap_nn",
+    "assign_instance_classes": ".serving.pipelines",
     "output_names_for": ".exporting",
     "PeakSession": ".serving.runtime",
     "ProviderUnavailableError": ".serving.runtime",
@@ -53,17 +64,27 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "CentredCrops",
+    "CentroidPipeline",
     "ClassMapLookup",
     "GlobalPeaks",
     "LocalPeaks",
+    "MultiClassTopDownPipeline",
     "Output",
     "PeakSession",
     "PeaksWithClasses",
+    "Pipeline",
+    "PrepareFrames",
     "ProviderUnavailableError",
+    "SingleInstancePipeline",
+    "TopDownPipeline",
     "TopKPeaks",
+    "assign_instance_classes",
+    "centred_crops",
     "class_probabilities",
     "export_onnx",
     "export_program",
+    "export_sleap_nn",
     "functional",
     "global_peaks",
     "identity",
@@ -71,7 +92,9 @@ __all__ = [
     "local_peaks",
     "open_session",
     "output_names_for",
+    "prepare_frames",
     "strict_maxima",
     "strict_maxima_mask",
+    "to_frame_pixels",
     "topk_peaks",
 ]

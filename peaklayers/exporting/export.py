@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from ..ops._layer import PeakLayer
+from ..ops.pipelines import Pipeline
 from ._model import _eval_mode, _run_recorded, _scripted_for_tracer, _scripted_part
 from ._noise import exporter_noise_hidden
 
@@ -96,10 +97,10 @@ def _check_example(example: object, what: str = "example") -> torch.Tensor:
             what + " must be a torch.Tensor or a tuple of tensors (one per input), got "
             + type(example).__name__
         )
-    if not example.is_floating_point():
+    if not example.is_floating_point() and example.dtype != torch.uint8:
         raise TypeError(
-            what + " must have a floating-point dtype (the model's input maps or images), got "
-            + str(example.dtype)
+            what + " must have a floating-point dtype (the model's input maps or images) or "
+            "be uint8 (frames into a pipeline), got " + str(example.dtype)
         )
     if example.dim() != 4:
         raise ValueError(
@@ -144,11 +145,12 @@ def _check_model(model: object) -> nn.Module:
 
 @dataclass(frozen=True)
 class _Signature:
-    """The final peak layer (None for a plain head), and per model output: the output,
-    its default name (None: no default) and the size its first axis follows (None:
-    unknown producer)."""
+    """The final peak layer (None for a plain head; the model for a
+    :class:`~peaklayers.ops.pipelines.Pipeline`), and per model output: the output, its
+    default name (None: no default) and the size its first axis follows (None: unknown
+    producer)."""
 
-    layer: Optional[PeakLayer]
+    layer: Optional[nn.Module]
     outputs: tuple
     defaults: tuple[Optional[str], ...]
     first_axes: tuple[Optional[str], ...]
@@ -166,6 +168,8 @@ def _describe(outputs: tuple) -> str:
 
 def _signature(model: nn.Module, examples: tuple[torch.Tensor, ...]) -> _Signature:
     outputs, peak_calls, lookups = _run_recorded(model, examples)
+    if isinstance(model, Pipeline):  # frames in: every output follows the batch
+        return _Signature(model, outputs, model.output_names, ("batch",) * len(outputs))
     if peak_calls:
         layer, layer_output = peak_calls[-1]
         own = tuple(layer_output) if isinstance(layer_output, tuple) else ()
@@ -300,8 +304,13 @@ def _program_bounds(model: nn.Module, count: int) -> list[dict[int, _Bound]]:
     the program's own checks ("Constraints violated"). The first program module met in
     ``model.modules()`` (the model itself, or the first stage of a Sequential) is taken
     to read the model's inputs, if it has as many; its bounds then become the Dims'.
-    Axes the program does not constrain are not listed.
+    Axes the program does not constrain are not listed. A pipeline's frames are at least
+    its ``min_frame_size()`` (smaller frames would give its resized frames and maps the
+    sizes 0 and 1, which torch.export specialises).
     """
+    if isinstance(model, Pipeline):
+        size: _Bound = (model.min_frame_size(), None)
+        return [{2: size, 3: size} for _ in range(count)]
     for module in model.modules():
         ranges = getattr(module, "range_constraints", None)
         if not isinstance(module, torch.fx.GraphModule) or not isinstance(ranges, dict):
@@ -460,6 +469,7 @@ def _with_dims(
             "and no max (torch.export.Dim('height', min=1)), or give a model whose "
             "first stage is the program"
         ) from error
+
 
 
 def export_program(
@@ -643,7 +653,8 @@ def export_onnx(
 
     with _eval_mode(model) as holds_program, exporter_noise_hidden():
         signature = _signature(model, examples)
-        if signature.layer is None and input_name == "confmaps" and output_names is None:
+        plain = signature.layer is None and output_names is None
+        if (plain or isinstance(model, Pipeline)) and input_name == "confmaps":
             input_name = "image"
         inputs, names = _check_names(output_names, signature, input_name, len(examples))
         exported = _scripted_for_tracer(model, dynamo)

@@ -117,6 +117,8 @@ ELEMENT_TYPES = (
     ElementType("int32", _P.INT32, "tensor(int32)", np.dtype(np.int32), torch.int32),
     ElementType("int64", _P.INT64, "tensor(int64)", np.dtype(np.int64), torch.int64),
     ElementType("bool", _P.BOOL, "tensor(bool)", np.dtype(np.bool_), torch.bool),
+    # Frames into a pipeline graph (SPEC §5.1).
+    ElementType("uint8", _P.UINT8, "tensor(uint8)", np.dtype(np.uint8), torch.uint8),
 )
 _BY_ORT = {e.ort: e for e in ELEMENT_TYPES}
 _BY_NAME = {e.name: e for e in ELEMENT_TYPES}
