@@ -424,23 +424,13 @@ def _dynamic_shapes(
     return tuple(shapes)
 
 
-def _asks_equal_sizes(error: BaseException) -> bool:
+def _says(error: BaseException, text: str) -> bool:
+    """Whether ``error``, or an error it was raised from or during, mentions ``text``."""
     seen: set[int] = set()
     current: Optional[BaseException] = error
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        if "must always be equal" in str(current):
-            return True
-        current = current.__cause__ or current.__context__
-    return False
-
-
-def _violates_constraints(error: BaseException) -> bool:
-    seen: set[int] = set()
-    current: Optional[BaseException] = error
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if "Constraints violated" in str(current):
+        if text in str(current):
             return True
         current = current.__cause__ or current.__context__
     return False
@@ -455,11 +445,11 @@ def _with_dims(
         try:
             return export(_dynamic_shapes(count, bounds=bounds))
         except RuntimeError as error:  # torch.export's constraint errors
-            if count == 1 or not _asks_equal_sizes(error):
+            if count == 1 or not _says(error, "must always be equal"):
                 raise
         return export(_dynamic_shapes(count, shared=True, bounds=bounds))
     except RuntimeError as error:
-        if not _violates_constraints(error):
+        if not _says(error, "Constraints violated"):
             raise
         raise ValueError(
             "the model restricts its input sizes in a way the dynamic batch, height and "
