@@ -71,6 +71,37 @@ class DemoHead(nn.Module):
         return maps[:, :3], torch.clamp(maps[:, 3:], 0.0, 1.0)
 
 
+
+class CentroidHead(nn.Module):
+    """The thorax map of :class:`DemoHead` as a centroid head: ``frames (Tensor[S, 3, H,
+    W])`` → ``Tensor[S, 1, h, w]`` (stride 2), one peak on each animal's centre."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = DemoHead()
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        return self.head(frames)[0][:, 1:2]
+
+
+class InstanceHead(nn.Module):
+    """:class:`DemoHead` on crops: ``crops (Tensor[n, 3, h, w])`` → ``(confmaps
+    (Tensor[n, 3, h / 2, w / 2]), class_probs (Tensor[n, 2]))``. The class vector is the
+    class maps at the crop's centre (the animal's thorax), normalised to sum to 1: the
+    instance head of a multi-class top-down model. A crop has maps of every animal in
+    it; the top-down pipeline keeps each part's global maximum, the animal nearest
+    the centre when animals are apart."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = DemoHead()
+
+    def forward(self, crops: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        confmaps, class_maps = self.head(crops)
+        centre = class_maps[:, :, class_maps.shape[2] // 2, class_maps.shape[3] // 2]
+        return confmaps, centre / centre.sum(dim=1, keepdim=True).clamp_min(1e-6)
+
+
 def render_frame(height: int, width: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One synthetic frame with two animals (one of each class) at known keypoints.
 
