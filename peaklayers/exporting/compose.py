@@ -31,7 +31,7 @@ from torch import nn
 from ..ops.pipelines import Pipeline
 from ._noise import exporter_noise_hidden
 from .export import TORCHSCRIPT_OPSETS
-from .onnx_head import OnnxHead
+from .onnx_head import OnnxHead, default_opset_of
 
 if TYPE_CHECKING:
     import onnx
@@ -121,26 +121,19 @@ def _export_stage(pipeline: Pipeline, method: str, examples: tuple, inputs: list
     return onnx.load_from_string(buffer.getvalue())
 
 
-def _default_opset(model: "onnx.ModelProto") -> int:
-    for entry in model.opset_import:
-        if entry.domain in ("", "ai.onnx"):
-            return entry.version
-    raise ValueError("the model imports no default-domain opset")
-
-
 def _converted(model: "onnx.ModelProto", opset: int, what: str) -> "onnx.ModelProto":
     import onnx
     from onnx import version_converter
 
-    if _default_opset(model) == opset:
+    if default_opset_of(model) == opset:
         return model
     try:
         converted = version_converter.convert_version(model, opset)
         onnx.checker.check_model(converted)
     except Exception as error:  # the converter raises whatever its C++ side threw
         raise ValueError(f"cannot join {what} with the pipeline: converting it to ONNX opset "
-                         f"{opset} failed ({str(error).splitlines()[0]}); re-export it at "
-                         f"an opset from {TORCHSCRIPT_OPSETS[0]} to "
+                         f"{opset} failed ({str(error).splitlines()[0]}); re-export the "
+                         f"head(s) at an opset from {TORCHSCRIPT_OPSETS[0]} to "
                          f"{TORCHSCRIPT_OPSETS[-1]}") from None
     return converted
 
@@ -171,9 +164,7 @@ def _same_input(model: "onnx.ModelProto", alias: str, name: str) -> None:
     (``merge_models`` joins outputs to inputs, not one input to two graphs)."""
     for node in model.graph.node:
         node.input[:] = [name if i == alias else i for i in node.input]
-    kept = [v for v in model.graph.input if v.name != alias]
-    del model.graph.input[:]
-    model.graph.input.extend(kept)
+    model.graph.input.remove(next(v for v in model.graph.input if v.name == alias))
 
 
 def _order_outputs(model: "onnx.ModelProto", names: list[str]) -> None:
@@ -194,6 +185,65 @@ def _order_outputs(model: "onnx.ModelProto", names: list[str]) -> None:
 def _batch_of(example: torch.Tensor) -> torch.Tensor:
     """A batch of at least 2 (the exporter would fix a size of 1)."""
     return example.repeat(2, 1, 1, 1) if example.shape[0] == 1 else example
+
+
+class _Join:
+    """The graph being built: each part merged onto the previous ones."""
+
+    def __init__(self, pipeline: Pipeline, heads: list[OnnxHead]) -> None:
+        self.pipeline, self.heads = pipeline, heads
+        self.stage_opset, self.opset = _stage_opset(heads), joined_opset(heads)
+        self.model: Optional[onnx.ModelProto] = None
+        self.stages = 0
+
+    def _add(self, part: "onnx.ModelProto", io_map: list, keep: list[str], what: str) -> None:
+        self.model = part if self.model is None else _merge(self.model, part, io_map, keep,
+                                                            what)
+
+    def stage(self, method: str, inputs: dict, outputs: dict, feeds: dict[str, str],
+              keep: list[str], graph_input: Optional[str] = None):
+        """Export the pipeline's ``method`` and join it.
+
+        Args:
+            inputs: ``{stage input: (example, dynamic axes)}``, in the method's order.
+            outputs: ``{stage output: dynamic axes}``, in the method's order.
+            feeds: ``{stage input: graph tensor}`` joined to it; ``graph_input`` (the
+                graph's own input) is joined by name.
+            keep: the graph outputs after the join.
+
+        Returns:
+            the method's eager outputs on the examples (examples of the next part).
+        """
+        from onnx import compose
+
+        self.stages += 1
+        examples = tuple(example for example, _ in inputs.values())
+        axes = {**{name: axis for name, (_, axis) in inputs.items()}, **outputs}
+        what = f"the {method} stage"
+        model = _export_stage(self.pipeline, method, examples, list(inputs), list(outputs),
+                              axes, self.stage_opset)
+        model = compose.add_prefix(_converted(model, self.opset, what), f"stage{self.stages}/",
+                                   rename_inputs=False, rename_outputs=False)
+        self._add(model, [(tensor, name) for name, tensor in feeds.items()
+                          if tensor != graph_input], keep, what)
+        for name, tensor in feeds.items():
+            if tensor == graph_input:
+                _same_input(self.model, name, tensor)
+        return getattr(self.pipeline, method)(*examples)
+
+    def head(self, index: int, feed: str, example: torch.Tensor, keep: list[str]
+             ) -> tuple[tuple[torch.Tensor, ...], list[str]]:
+        """Join head ``index`` to the graph tensor ``feed``: its eager outputs on
+        ``example`` and the names of its selected outputs in the graph."""
+        from onnx import compose
+
+        head = self.heads[index]
+        prefix = f"head{index}/"
+        model = compose.add_prefix(_converted(head.model, self.opset, head.name), prefix)
+        outs = [prefix + name for name in head.output_names]
+        self._add(model, [(feed, prefix + head.input_name)], keep + outs, head.name)
+        result = head(example)
+        return (result if isinstance(result, tuple) else (result,)), outs
 
 
 def compose_pipeline(pipeline: Pipeline, example: torch.Tensor, *, input_name: str = "image",
@@ -218,7 +268,6 @@ def compose_pipeline(pipeline: Pipeline, example: torch.Tensor, *, input_name: s
             does not check. Messages name the head.
     """
     import onnx
-    from onnx import compose
 
     from .. import __version__
 
@@ -226,44 +275,26 @@ def compose_pipeline(pipeline: Pipeline, example: torch.Tensor, *, input_name: s
     if not isinstance(example, torch.Tensor) or example.dim() != 4:
         raise ValueError("example must be a 4-D tensor of frames (samples, channels, height, "
                          "width)")
-    stage_opset, opset = _stage_opset(heads), joined_opset(heads)
-    models = [compose.add_prefix(_converted(h.model, opset, h.name), f"head{i}/")
-              for i, h in enumerate(heads)]
-    frames = _batch_of(example)
-    batch = {0: "batch", 2: "height", 3: "width"}
-    maps_axes = {0: "batch", 2: "map_height", 3: "map_width"}
-    names = list(pipeline.output_names)
     pipeline = pipeline.eval()
-
-    def stage(method: str, examples: tuple, inputs: list[str], outputs: list[str],
-              axes: dict, number: int) -> "onnx.ModelProto":
-        model = _export_stage(pipeline, method, examples, inputs, outputs, axes, stage_opset)
-        model = _converted(model, opset, "the " + method + " stage")
-        return compose.add_prefix(model, f"stage{number}/", rename_inputs=False,
-                                  rename_outputs=False)
-
-    def head_io(index: int) -> tuple[str, list[str]]:
-        chosen = [f"head{index}/{n}" for n in heads[index].output_names]
-        return f"head{index}/{heads[index].input_name}", chosen
-
+    frames = _batch_of(example)
+    names = list(pipeline.output_names)
+    join = _Join(pipeline, heads)
+    slots = {0: "batch"}
+    image = {0: "batch", 2: "height", 3: "width"}
     with torch.no_grad():
-        prepared = pipeline.prepare(frames)
-        first = stage("prepare", (frames,), [input_name], ["frames"],
-                      {input_name: batch, "frames": {0: "batch", 2: "frames_height",
-                                                     3: "frames_width"}}, 1)
-        head_in, head_out = head_io(0)
-        maps = heads[0](prepared)
-        joined = _merge(first, models[0], [("frames", head_in)], head_out, heads[0].name)
-
+        prepared = join.stage("prepare", {input_name: (frames, image)},
+                              {"frames": {0: "batch", 2: "frames_height", 3: "frames_width"}},
+                              {}, ["frames"])
+        (maps,), (maps_name,) = join.head(0, "frames", prepared, [])
+        maps_in = (maps, {0: "batch", 2: "map_height", 3: "map_width"})
         if pipeline.kind in ("single_instance", "centroid"):
             method = "find_peaks" if pipeline.kind == "single_instance" else "find_centroids"
-            last = stage(method, (maps,), ["maps"], names,
-                         {"maps": maps_axes, **{n: {0: "batch"} for n in names}}, 2)
-            joined = _merge(joined, last, [(head_out[0], "maps")], names, "the peaks stage")
+            join.stage(method, {"maps": maps_in}, dict.fromkeys(names, slots),
+                       {"maps": maps_name}, names)
         else:
-            joined = _top_down(pipeline, frames, maps, joined, models[1], heads[1],
-                               head_out[0], head_io(1), input_name, stage, names)
+            _join_top_down(join, frames, maps_in, maps_name, input_name, names)
 
+    joined = join.model
     _order_outputs(joined, names)
     props = {"peaklayers.version": __version__,
              "peaklayers.pipeline": f"{type(pipeline).__name__}({pipeline.extra_repr()})"}
@@ -276,38 +307,28 @@ def compose_pipeline(pipeline: Pipeline, example: torch.Tensor, *, input_name: s
     return joined
 
 
-def _top_down(pipeline, frames, centroid_maps, joined, instance_model, instance_head,
-              centroid_out, instance_io, input_name, stage, names):
+def _join_top_down(join: _Join, frames: torch.Tensor, maps_in: tuple, maps_name: str,
+                   input_name: str, names: list[str]) -> None:
     """Top-down after the centroid head: crops, the instance head, instance peaks."""
-    centroids, cvals, valid, crops, top_left = pipeline.centroids_and_crops(
-        frames, centroid_maps)
     slots = {0: "batch"}
-    crops_stage = stage(
-        "centroids_and_crops", (frames, centroid_maps), ["crops_image", "centroid_maps"],
-        ["centroids", "centroid_vals", "instance_valid", "crops", "top_left"],
-        {"crops_image": {0: "batch", 2: "height", 3: "width"},
-         "centroid_maps": {0: "batch", 2: "map_height", 3: "map_width"},
-         "centroids": slots, "centroid_vals": slots, "instance_valid": slots,
-         "crops": {0: "crops"}, "top_left": slots}, 2)
     kept = ["centroids", "centroid_vals", "instance_valid", "top_left"]
-    joined = _merge(joined, crops_stage, [(centroid_out, "centroid_maps")], kept + ["crops"],
-                    "the crops stage")
-    _same_input(joined, "crops_image", input_name)
-
-    head_in, head_out = instance_io
-    joined = _merge(joined, instance_model, [("crops", head_in)], kept + head_out,
-                    instance_head.name)
-    outs = instance_head(crops)
-    outs = outs if isinstance(outs, tuple) else (outs,)
-    map_names = ["instance_maps", "class_vectors"][:len(outs)]
+    _, _, valid, crops, top_left = join.stage(
+        "centroids_and_crops",
+        {"crops_image": (frames, {0: "batch", 2: "height", 3: "width"}),
+         "centroid_maps": maps_in},
+        {"centroids": slots, "centroid_vals": slots, "instance_valid": slots,
+         "crops": {0: "crops"}, "top_left": slots},
+        {"crops_image": input_name, "centroid_maps": maps_name}, kept + ["crops"],
+        graph_input=input_name)
+    outs, out_names = join.head(1, "crops", crops, kept)
+    inputs = {"instance_maps": (outs[0], {0: "crops", 2: "instance_map_height",
+                                          3: "instance_map_width"})}
+    produced = {"peaks": slots, "peak_vals": slots}
+    if len(outs) == 2:
+        inputs["class_vectors"] = (outs[1], {0: "crops"})
+        produced["class_probs"] = slots
+    feeds = dict(zip(inputs, out_names, strict=True))
+    inputs.update(slot_valid=(valid, slots), slot_top_left=(top_left, slots))
+    feeds.update(slot_valid="instance_valid", slot_top_left="top_left")
     method = "instance_peaks" if len(outs) == 1 else "instance_peaks_and_classes"
-    produced = ["peaks", "peak_vals"] + (["class_probs"] if len(outs) == 2 else [])
-    axes = {"instance_maps": {0: "crops", 2: "instance_map_height", 3: "instance_map_width"},
-            "class_vectors": {0: "crops"}, "stage_valid": slots, "stage_top_left": slots,
-            **{n: slots for n in produced}}
-    last = stage(method, (*outs, valid, top_left), [*map_names, "stage_valid", "stage_top_left"],
-                 produced, {k: v for k, v in axes.items()
-                            if k in map_names or k.startswith("stage_") or k in produced}, 3)
-    io_map = [*zip(head_out, map_names, strict=True), ("instance_valid", "stage_valid"),
-              ("top_left", "stage_top_left")]
-    return _merge(joined, last, io_map, names, "the instance peaks stage")
+    join.stage(method, inputs, produced, feeds, names)

@@ -22,6 +22,14 @@ _FLOAT = 1  # onnx.TensorProto.FLOAT
 _UINT8 = 2  # onnx.TensorProto.UINT8
 
 
+def default_opset_of(model: "onnx.ModelProto") -> int:
+    """The default-domain (``""`` or ``"ai.onnx"``) opset a model imports; 0 if none."""
+    for entry in model.opset_import:
+        if entry.domain in ("", "ai.onnx"):
+            return entry.version
+    return 0
+
+
 def _dims(value) -> list:
     """A value's shape: ints where fixed, None where symbolic or unknown."""
     return [d.dim_value if d.HasField("dim_value") else None
@@ -73,6 +81,8 @@ class OnnxHead(nn.Module):
             raise ValueError(f"{self.name} does not check as ONNX: "
                              f"{str(error).splitlines()[0]}") from None
         self.model = model
+        if not default_opset_of(model):
+            raise ValueError(f"{self.name} imports no default-domain ONNX opset")
         self.input_name, self.input_dims = self._input()
         self.output_names = self.select(outputs)
         self._session = None
@@ -130,10 +140,7 @@ class OnnxHead(nn.Module):
 
     def opset(self) -> int:
         """The model's default-domain opset."""
-        for entry in self.model.opset_import:
-            if entry.domain in ("", "ai.onnx"):
-                return entry.version
-        raise ValueError(f"{self.name} imports no default-domain ONNX opset")
+        return default_opset_of(self.model)
 
     def _run(self, x: np.ndarray) -> list:
         if self._session is None:
