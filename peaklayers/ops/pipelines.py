@@ -406,14 +406,15 @@ class TopDownPipeline(Pipeline):
             instance_valid (Tensor[S, I], bool), crops (Tensor[S * I, C, h', w'],
             float32), top_left (Tensor[S, I, 2], float32))``.
         """
-        frames = normalize_frames(image)
         centroids, centroid_vals, valid = _centroids(
             maps, self.max_instances, self.threshold, self.refinement, self.patch_size,
             self._frame_stride(self.centroid_stride),
         )
-        crops, top_left = centred_crops(frames, centroids, self.crop_height, self.crop_width)
-        crops = crops.reshape(-1, frames.shape[1], self.crop_height, self.crop_width)
-        crops = resize_frames(crops, self.instance_num, self.instance_den)
+        # Cut from the frames as given and converted after: the same values as crops of
+        # converted frames (0 stays 0), at the cost of the crops, not of the frames again.
+        crops, top_left = centred_crops(image, centroids, self.crop_height, self.crop_width)
+        crops = crops.reshape(-1, image.shape[1], self.crop_height, self.crop_width)
+        crops = resize_frames(normalize_frames(crops), self.instance_num, self.instance_den)
         crops = pad_to_stride(crops, self.instance_max_stride)
         return centroids, centroid_vals, valid, crops, top_left
 
