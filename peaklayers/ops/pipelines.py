@@ -12,6 +12,11 @@ instance head returns maps and class vectors (``instance_output`` and ``class_ou
 
 Every pipeline scripts (with scriptable heads), traces, exports with ``torch.export`` and
 both ONNX exporters; :attr:`Pipeline.output_names` names its outputs in order.
+
+``forward`` is a chain of stage methods around the heads (``prepare``; ``find_peaks`` or
+``find_centroids``; ``centroids_and_crops``, then ``instance_peaks`` or
+``instance_peaks_and_classes``), so the stages can also be exported on their own and
+joined with ONNX heads (:func:`peaklayers.exporting.compose_pipeline`).
 """
 
 import math
