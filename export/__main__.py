@@ -88,11 +88,13 @@ def _pipeline_parser(sub) -> None:
     from .pipeline import KINDS, PIPELINE_FORMATS
 
     p = sub.add_parser("pipeline", help="a whole pipeline (frames in, frame-pixel points out) "
-                                         "around your TorchScript or .pt2 heads; export, verify")
+                                         "around your TorchScript, .pt2 or ONNX heads; export, "
+                                         "verify")
     p.add_argument("kind", choices=KINDS)
     p.add_argument("heads", nargs="+", metavar="HEAD",
                    help="one head (single-instance, centroid) or CENTROID_HEAD INSTANCE_HEAD; "
-                        "TorchScript archives are code: give only archives you trust")
+                        "TorchScript archives are code: give only archives you trust; ONNX "
+                        "heads are joined with onnx.compose")
     p.add_argument("--out", required=True, help="output folder (replaced when complete)")
     p.add_argument("--format", choices=PIPELINE_FORMATS, default="peaklayers",
                    help="peaklayers: ONNX + TorchScript/.pt2; sleap-nn: the reference "

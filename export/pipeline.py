@@ -2,7 +2,8 @@
 points out) around the user's trained heads, exported, verified and written (SPEC §5).
 
 KIND is ``single-instance``, ``centroid``, ``top-down`` or ``multiclass-top-down``. HEADs are
-TorchScript archives or ``torch.export`` programs taking float ``[0, 1]`` images. The graph
+TorchScript archives, ``torch.export`` programs or ONNX models taking float ``[0, 1]``
+images (ONNX heads: :mod:`.pipeline_onnx`). The graph
 takes uint8 frames (``--float-input``: float32 in ``[0, 1]``). ``--format peaklayers``
 writes ONNX and TorchScript (or ``.pt2``), each verified against eager PyTorch on frames of
 two sizes; ``--format sleap-nn`` writes the reference library's directory (``model.onnx``
@@ -131,6 +132,20 @@ def run(kind: str, heads: list[str], out: str, format: str = "peaklayers",
     if format == "sleap-nn" and float_input:
         raise ToolError("--format sleap-nn takes uint8 frames: drop --float-input")
     check_outputs(Path(out), None)
+    settings = dict(crop_size=crop, max_instances=max_instances, stride=stride,
+                    centroid_stride=centroid_stride, instance_stride=instance_stride,
+                    input_scale=input_scale, max_stride=max_stride,
+                    instance_input_scale=instance_input_scale, threshold=threshold,
+                    peak_threshold=peak_threshold, refinement=refinement, patch_size=patch_size)
+    if any(loaders.detect_kind(Path(p)) == "onnx" for p in heads):
+        from .pipeline_onnx import run_with_onnx_heads
+
+        return run_with_onnx_heads(
+            kind, heads, out, lambda modules: build(kind, modules, **settings,
+                                                    instance_output=None, class_output=None),
+            format=format, input_shape=input_shape, float_input=float_input,
+            instance_output=instance_output, class_output=class_output,
+            node_names=node_names, provider=provider, opset=opset)
 
     loaded = [_load_head(p, "centroid head" if i == 0 and wanted == 2 else "head")
               for i, p in enumerate(heads)]
@@ -141,13 +156,8 @@ def run(kind: str, heads: list[str], out: str, format: str = "peaklayers",
     stored = loaded[0][2]
     shape = loaders.parse_shape(input_shape, stored, f"a {head_kind} head (frames C,H,W)")
     try:
-        pipeline = build(kind, [m for m, _, _ in loaded], crop_size=crop,
-                         max_instances=max_instances, stride=stride,
-                         centroid_stride=centroid_stride, instance_stride=instance_stride,
-                         input_scale=input_scale, max_stride=max_stride,
-                         instance_input_scale=instance_input_scale, threshold=threshold,
-                         peak_threshold=peak_threshold, refinement=refinement,
-                         patch_size=patch_size, instance_output=_selector(instance_output),
+        pipeline = build(kind, [m for m, _, _ in loaded], **settings,
+                         instance_output=_selector(instance_output),
                          class_output=_selector(class_output)).eval()
     except (ValueError, TypeError) as error:
         raise ToolError(str(error)) from None

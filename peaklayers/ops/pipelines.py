@@ -12,6 +12,11 @@ instance head returns maps and class vectors (``instance_output`` and ``class_ou
 
 Every pipeline scripts (with scriptable heads), traces, exports with ``torch.export`` and
 both ONNX exporters; :attr:`Pipeline.output_names` names its outputs in order.
+
+``forward`` is a chain of stage methods around the heads (``prepare``; ``find_peaks`` or
+``find_centroids``; ``centroids_and_crops``, then ``instance_peaks`` or
+``instance_peaks_and_classes``), so the stages can also be exported on their own and
+joined with ONNX heads (:func:`peaklayers.exporting.compose_pipeline`).
 """
 
 import math
@@ -186,6 +191,19 @@ class Pipeline(nn.Module):
                      float(getattr(self, "centroid_stride", 1.0)), 1.0)
         return max(2, math.ceil((2.0 * stride + 1.0) * self.den / self.num))
 
+    def prepare(self, image: torch.Tensor) -> torch.Tensor:
+        """Stage: frames as the (first) head's input (:func:`~.frames.prepare_frames`).
+
+        Args:
+            image (Tensor[S, C, H, W], uint8 or float32 in ``[0, 1]``).
+
+        Returns:
+            Tensor[S, C, H', W'], float32: resized by ``input_scale``, padded to
+            ``max_stride``.
+        """
+        frames = resize_frames(normalize_frames(image), self.num, self.den)
+        return pad_to_stride(frames, self.max_stride)
+
     def _frame_stride(self, stride: float) -> float:
         """Factor from head-output pixels to frame pixels: ``stride / input_scale``."""
         return stride * self.den / self.num
@@ -234,12 +252,14 @@ class SingleInstancePipeline(Pipeline):
         self.head = _one_output(head, head_output, "head")
         self.stride = _positive_stride(stride, "stride")
 
-    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        frames = resize_frames(normalize_frames(image), self.num, self.den)
-        maps = self.head(pad_to_stride(frames, self.max_stride))
+    def find_peaks(self, maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Stage: the head's maps ``(S, N, h, w)`` → ``(peaks, peak_vals)`` in frame pixels."""
         _check_maps(maps, "head")
         return global_peaks(maps, self.threshold, self.refinement, self.patch_size,
                             self._frame_stride(self.stride))
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.find_peaks(self.head(self.prepare(image)))
 
     def extra_repr(self) -> str:
         return f"stride={self.stride:g}, " + super().extra_repr()
@@ -284,12 +304,16 @@ class CentroidPipeline(Pipeline):
         self.max_instances = _max_instances(max_instances)
         self.stride = _positive_stride(stride, "stride")
 
-    def forward(self, image: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        frames = resize_frames(normalize_frames(image), self.num, self.den)
-        maps = self.head(pad_to_stride(frames, self.max_stride))
+    def find_centroids(self, maps: torch.Tensor
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Stage: the head's maps ``(S, 1, h, w)`` → ``(centroids, centroid_vals,
+        instance_valid)`` in frame pixels."""
         return _centroids(maps, self.max_instances, self.threshold, self.refinement,
                           self.patch_size, self._frame_stride(self.stride))
+
+    def forward(self, image: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.find_centroids(self.head(self.prepare(image)))
 
     def extra_repr(self) -> str:
         return f"max_instances={self.max_instances}, stride={self.stride:g}, " + (
@@ -371,26 +395,39 @@ class TopDownPipeline(Pipeline):
     def _instance_head(self, head: nn.Module, instance_output: Selector) -> nn.Module:
         return _one_output(head, instance_output, "instance_head")
 
-    def _stages(self, image: torch.Tensor) -> tuple[
-        torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor
+    def centroids_and_crops(self, image: torch.Tensor, maps: torch.Tensor) -> tuple[
+        torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor
     ]:
-        """Centroids, then the instance stage's input: ``(centroids, centroid_vals, valid,
-        crops (Tensor[S * I, C, h', w'], float32), top_left (Tensor[S, I, 2]), frames)``."""
-        frames = normalize_frames(image)
-        scaled = resize_frames(frames, self.num, self.den)
-        maps = self.centroid_head(pad_to_stride(scaled, self.max_stride))
+        """Stage: frames and the centroid head's maps → centroids, then the instance
+        head's input.
+
+        Args:
+            image (Tensor[S, C, H, W], uint8 or float32): the frames.
+            maps (Tensor[S, 1, h, w], float): the centroid head's output on
+                :meth:`prepare` of ``image``.
+
+        Returns:
+            ``(centroids (Tensor[S, I, 2], float32), centroid_vals (Tensor[S, I]),
+            instance_valid (Tensor[S, I], bool), crops (Tensor[S * I, C, h', w'],
+            float32), top_left (Tensor[S, I, 2], float32))``.
+        """
         centroids, centroid_vals, valid = _centroids(
             maps, self.max_instances, self.threshold, self.refinement, self.patch_size,
             self._frame_stride(self.centroid_stride),
         )
-        crops, top_left = centred_crops(frames, centroids, self.crop_height, self.crop_width)
-        crops = crops.reshape(-1, frames.shape[1], self.crop_height, self.crop_width)
-        crops = resize_frames(crops, self.instance_num, self.instance_den)
+        # Cut from the frames as given and converted after: the same values as crops of
+        # converted frames (0 stays 0), at the cost of the crops, not of the frames again.
+        crops, top_left = centred_crops(image, centroids, self.crop_height, self.crop_width)
+        crops = crops.reshape(-1, image.shape[1], self.crop_height, self.crop_width)
+        crops = resize_frames(normalize_frames(crops), self.instance_num, self.instance_den)
         crops = pad_to_stride(crops, self.instance_max_stride)
-        return centroids, centroid_vals, valid, crops, top_left, frames
+        return centroids, centroid_vals, valid, crops, top_left
 
-    def _peaks(self, maps: torch.Tensor, valid: torch.Tensor, top_left: torch.Tensor
-               ) -> tuple[torch.Tensor, torch.Tensor]:
+    def instance_peaks(self, maps: torch.Tensor, valid: torch.Tensor, top_left: torch.Tensor
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Stage: the instance head's maps ``(S * I, N, h, w)``, ``instance_valid (S, I)``
+        and ``top_left (S, I, 2)`` → ``(peaks (Tensor[S, I, N, 2], float32), peak_vals
+        (Tensor[S, I, N]))`` in frame pixels, NaN / 0 in empty slots."""
         _check_maps(maps, "instance_head")
         factor = self.instance_stride * self.instance_den / self.instance_num
         points, vals = global_peaks(maps, self.peak_threshold, self.refinement,
@@ -406,8 +443,9 @@ class TopDownPipeline(Pipeline):
     def forward(self, image: torch.Tensor) -> tuple[
         torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor
     ]:
-        centroids, centroid_vals, valid, crops, top_left, _ = self._stages(image)
-        peaks, peak_vals = self._peaks(self.instance_head(crops), valid, top_left)
+        centroids, centroid_vals, valid, crops, top_left = self.centroids_and_crops(
+            image, self.centroid_head(self.prepare(image)))
+        peaks, peak_vals = self.instance_peaks(self.instance_head(crops), valid, top_left)
         return centroids, centroid_vals, peaks, peak_vals, valid
 
     def extra_repr(self) -> str:
@@ -456,9 +494,19 @@ class MultiClassTopDownPipeline(TopDownPipeline):
     def forward(self, image: torch.Tensor) -> tuple[
         torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor
     ]:
-        centroids, centroid_vals, valid, crops, top_left, _ = self._stages(image)
+        centroids, centroid_vals, valid, crops, top_left = self.centroids_and_crops(
+            image, self.centroid_head(self.prepare(image)))
         maps, classes = self.instance_head(crops)
-        peaks, peak_vals = self._peaks(maps, valid, top_left)
+        peaks, peak_vals, probs = self.instance_peaks_and_classes(maps, classes, valid,
+                                                                  top_left)
+        return centroids, centroid_vals, peaks, peak_vals, valid, probs
+
+    def instance_peaks_and_classes(self, maps: torch.Tensor, classes: torch.Tensor,
+                                   valid: torch.Tensor, top_left: torch.Tensor
+                                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Stage: :meth:`instance_peaks`, and the class vectors ``(S * I, K)`` as
+        ``class_probs (Tensor[S, I, K], float32)``, 0 in empty slots."""
+        peaks, peak_vals = self.instance_peaks(maps, valid, top_left)
         if classes.dim() != 2:
             raise ValueError(
                 "instance_head's class output must be class vectors (samples, classes), "
@@ -466,4 +514,4 @@ class MultiClassTopDownPipeline(TopDownPipeline):
             )
         probs = classes.to(torch.float32).reshape(-1, self.max_instances, classes.shape[1])
         probs = torch.where(valid[:, :, None], probs, torch.zeros_like(probs))
-        return centroids, centroid_vals, peaks, peak_vals, valid, probs
+        return peaks, peak_vals, probs
