@@ -32,9 +32,7 @@ from .formats import FORMATS, Job, effective_opset, torch_backend
 from .steps import TritonOptions, check_outputs, export_verify_write, format_writer
 
 KINDS = ("single-instance", "centroid", "top-down", "multiclass-top-down")
-# --format sleap-nn (export_sleap_nn from the tool) hung in its first end-to-end test and is
-# not offered until that is found; the library function is tested on its own.
-PIPELINE_FORMATS = ("peaklayers",)
+PIPELINE_FORMATS = ("peaklayers", "sleap-nn")
 
 
 def _load_head(path: str, what: str) -> tuple[torch.nn.Module, str, tuple | None]:

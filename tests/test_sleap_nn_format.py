@@ -8,11 +8,9 @@ the reference's keys, the same JSON embedded as ``sleap_nn_metadata``, peaklayer
 settings only under other ``metadata_props`` keys.
 """
 
-import json
 import warnings
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 import pytest
 import torch
@@ -25,28 +23,14 @@ from peaklayers.ops.pipelines import (
     TopDownPipeline,
 )
 from pipeline_heads import Blur, Parts, PartsClasses, animals_for, frames
-
-# The reference's ExportMetadata fields (sleap_nn/export/metadata.py).
-REFERENCE_KEYS = {
-    "sleap_nn_version", "export_timestamp", "export_format", "model_type", "model_name",
-    "checkpoint_path", "backbone", "n_nodes", "n_edges", "node_names", "edge_inds",
-    "input_scale", "input_channels", "output_stride", "crop_size", "max_instances",
-    "max_peaks_per_node", "max_batch_size", "precision", "peak_threshold", "input_dtype",
-    "normalization", "n_classes", "class_names", "anchor_part", "training_config_embedded",
-    "training_config_hash",
-}
+from sleap_nn_reference import OUTPUT_NAMES, check_directory
 
 CASES = {
-    "single_instance": (lambda: SingleInstancePipeline(Parts(), input_scale=0.5, max_stride=4),
-                        ["peaks", "peak_vals"]),
-    "centroid": (lambda: CentroidPipeline(Blur(), 3),
-                 ["centroids", "centroid_vals", "instance_valid"]),
-    "topdown": (lambda: TopDownPipeline(Blur(), Parts(), (24, 20), 3),
-                ["centroids", "centroid_vals", "peaks", "peak_vals", "instance_valid"]),
-    "multi_class_topdown_combined": (
-        lambda: MultiClassTopDownPipeline(Blur(), PartsClasses(2), 24, 3,
-                                          instance_output="maps", class_output="classes"),
-        ["centroids", "centroid_vals", "peaks", "peak_vals", "class_logits", "instance_valid"],
+    "single_instance": lambda: SingleInstancePipeline(Parts(), input_scale=0.5, max_stride=4),
+    "centroid": lambda: CentroidPipeline(Blur(), 3),
+    "topdown": lambda: TopDownPipeline(Blur(), Parts(), (24, 20), 3),
+    "multi_class_topdown_combined": lambda: MultiClassTopDownPipeline(
+        Blur(), PartsClasses(2), 24, 3, instance_output="maps", class_output="classes"
     ),
 }
 
@@ -63,8 +47,8 @@ def scene(samples, height, width, seed, count):
     [(t, False) for t in CASES] + [("topdown", True), ("multi_class_topdown_combined", True)],
 )
 def test_sleap_nn_directory(model_type, dynamo, tmp_path):
-    make, names = CASES[model_type]
-    pipeline = make().eval()
+    names = OUTPUT_NAMES[model_type]
+    pipeline = CASES[model_type]().eval()
     out = tmp_path / "exported"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -72,19 +56,7 @@ def test_sleap_nn_directory(model_type, dynamo, tmp_path):
                         node_names=["head", "left", "right"] if model_type != "centroid"
                         else None)
     assert sorted(p.name for p in out.iterdir()) == ["export_metadata.json", "model.onnx"]
-
-    model = onnx.load(str(out / "model.onnx"))
-    (image,) = model.graph.input
-    assert image.name == "image"
-    assert image.type.tensor_type.elem_type == onnx.TensorProto.UINT8
-    dims = image.type.tensor_type.shape.dim
-    assert dims[1].dim_value == 1 and all(d.dim_param for i, d in enumerate(dims) if i != 1)
-    assert [o.name for o in model.graph.output] == names
-
-    session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
-    assert [o.name for o in session.get_outputs()] == names
-    for o in session.get_outputs():
-        assert o.type == ("tensor(bool)" if o.name == "instance_valid" else "tensor(float)")
+    session, metadata = check_directory(out, model_type, channels=1)
 
     # Another size, one animal per frame: the other slots are empty.
     frames_ = scene(3, 90, 70, 3, 1)
@@ -105,16 +77,6 @@ def test_sleap_nn_directory(model_type, dynamo, tmp_path):
             assert (got[name][~valid] == 0).all(), name  # zero-filled, not NaN
             np.testing.assert_allclose(got[name][valid], ours[name][valid], atol=1e-5, rtol=0)
 
-    text = (out / "export_metadata.json").read_text()
-    metadata = json.loads(text)
-    assert set(metadata) == REFERENCE_KEYS
-    assert metadata["model_type"] == model_type
-    assert metadata["input_dtype"] == "uint8" and metadata["normalization"] == "0_to_1"
-    props = {p.key: p.value for p in model.metadata_props}
-    assert json.loads(props["sleap_nn_metadata"]) == metadata
-    assert set(props) - {"sleap_nn_metadata"} <= {
-        k for k in props if k.startswith("peaklayers.")
-    }
     assert metadata["input_scale"] == pipeline.input_scale
     if model_type == "centroid":
         assert metadata["node_names"] == [] and metadata["crop_size"] is None
@@ -160,3 +122,24 @@ def test_bad_arguments_write_nothing(tmp_path):
     with pytest.raises(TypeError, match="pipeline must be"):
         export_sleap_nn(torch.nn.Identity(), scene(1, 32, 32, 0, 1), tmp_path / "d")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]
+
+
+def test_torchscript_heads_leave_no_never_ending_loop(tmp_path):
+    """TorchScript heads make the exporter script the whole wrapper: its zero-fill must
+    not become an ONNX Loop with a constant-true condition (ONNX Runtime hangs in it)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        heads = torch.jit.script(Blur().eval()), torch.jit.script(Parts().eval())
+        pipeline = MultiClassTopDownPipeline(heads[0], torch.jit.script(PartsClasses(2).eval()),
+                                             16, 3, instance_output="maps",
+                                             class_output="classes").eval()
+        export_sleap_nn(pipeline, scene(2, 64, 80, 0, 2), tmp_path / "d")
+    session, _ = check_directory(tmp_path / "d", "multi_class_topdown_combined", channels=1)
+    frames_ = scene(2, 70, 66, 4, 1)
+    got = session.run(None, {"image": frames_.numpy()})
+    centroids, _, peaks, _, valid, probs = [t.numpy() for t in pipeline(frames_)]
+    np.testing.assert_array_equal(got[5], valid)
+    assert valid.sum() == 2
+    for g, w in ((got[0], centroids), (got[2], peaks), (got[4], probs)):
+        assert (g[~valid] == 0).all()
+        np.testing.assert_allclose(g[valid], w[valid], atol=1e-5, rtol=0)

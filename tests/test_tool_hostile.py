@@ -77,7 +77,7 @@ def test_own_output_is_replaced_by_a_swap(tmp_path):
 
 def test_staging_folders_of_ended_runs_are_removed(tmp_path):
     ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                           capture_output=True, text=True, check=True)
+                           capture_output=True, text=True, check=True, timeout=60)
     dead = tmp_path / f".out.partial-{ended.stdout.strip()}-abcd1234"
     alive = tmp_path / f".out.partial-{os.getpid()}-abcd1234"
     unrelated = tmp_path / ".out.partial-notapid"

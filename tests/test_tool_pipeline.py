@@ -1,12 +1,16 @@
-"""``python -m export pipeline``: a top-down pipeline around two TorchScript heads, end to end.
+"""``python -m export pipeline``: pipelines around TorchScript heads, end to end.
 
-The written graphs are run independently under ONNX Runtime on frames of another size and
-compared with the eager pipeline module built from the same heads.
+The tool runs in a subprocess with a timeout (a hang fails the test instead of stalling
+CI). The written graphs are run independently under ONNX Runtime on frames of another size
+and compared with the eager pipeline module built from the same heads, or with a
+plain-Python composition of the functional API; ``--format sleap-nn`` directories are
+checked against SPEC §5.5 (tests/sleap_nn_reference.py).
 """
 
 import contextlib
 import io
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -14,6 +18,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,6 +26,10 @@ sys.path.insert(0, str(ROOT))
 
 from export.__main__ import main  # noqa: E402
 from peaklayers import TopDownPipeline  # noqa: E402
+from peaklayers.functional import find_global_peaks  # noqa: E402
+from sleap_nn_reference import check_directory  # noqa: E402
+
+TOOL_TIMEOUT = 300  # seconds; an export and its verification take well under a minute
 
 
 class Blur(nn.Module):
@@ -36,7 +45,15 @@ class Blur(nn.Module):
         return self.mix(self.pool(x))
 
 
+def _tool_process(*args: str) -> None:
+    """Run ``python -m export ARGS`` in a subprocess; fails on an error or a hang."""
+    done = subprocess.run([sys.executable, "-m", "export", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=TOOL_TIMEOUT)
+    assert done.returncode == 0, done.stderr
+
+
 def _tool(*args: str) -> tuple[int, str]:
+    """In-process, for arguments refused before any export."""
     err = io.StringIO()
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
         code = main(list(args))
@@ -52,24 +69,23 @@ def heads(tmp_path_factory) -> tuple[Path, Path]:
     return folder / "centroid.pt", folder / "instance.pt"
 
 
-def _frames(shape: tuple[int, ...], seed: int) -> np.ndarray:
+def _frames(shape: tuple[int, ...], seed: int, spots=(2,)) -> np.ndarray:
+    """uint8 frames with a bright 3x3 spot per animal; frame s holds spots[s % len(spots)]."""
     rng = np.random.default_rng(seed)
     frames = np.zeros(shape, np.uint8)
     for s in range(shape[0]):
-        for _ in range(2):
+        for _ in range(spots[s % len(spots)]):
             y, x = rng.integers(8, shape[2] - 8), rng.integers(8, shape[3] - 8)
             frames[s, 0, y - 1:y + 2, x - 1:x + 2] = 120
             frames[s, 0, y, x] = 255
     return frames
 
 
-@pytest.mark.parametrize("form", ["peaklayers"])
-def test_top_down_pipeline_end_to_end(tmp_path, heads, form):
+def test_top_down_pipeline_end_to_end(tmp_path, heads):
     out = tmp_path / "out"
-    code, err = _tool("pipeline", "top-down", str(heads[0]), str(heads[1]), "--crop-size",
-                      "16,16", "--max-instances", "2", "--input-shape", "1,64,80",
-                      "--format", form, "--out", str(out), "--provider", "cpu")
-    assert code == 0, err
+    _tool_process("pipeline", "top-down", str(heads[0]), str(heads[1]), "--crop-size",
+                  "16,16", "--max-instances", "2", "--input-shape", "1,64,80",
+                  "--out", str(out), "--provider", "cpu")
     model = out / "model.onnx"
     session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
     frames = _frames((3, 1, 72, 90), seed=1)
@@ -84,11 +100,67 @@ def test_top_down_pipeline_end_to_end(tmp_path, heads, form):
     valid = expected[-1].numpy() if isinstance(expected, tuple) else None
     assert valid is not None and np.array_equal(got["instance_valid"], valid)
     assert valid.any()
-    exp_centroids = expected[0].numpy()
-    if form == "sleap-nn":
-        assert json.loads((out / "export_metadata.json").read_text())["model_type"] == "topdown"
-        exp_centroids = np.where(valid[..., None], exp_centroids, 0.0)
-    np.testing.assert_allclose(got["centroids"], exp_centroids, atol=1e-5, equal_nan=True)
+    np.testing.assert_allclose(got["centroids"], expected[0].numpy(), atol=1e-5,
+                               equal_nan=True)
+    assert json.loads((out / "metadata.json").read_text())["layer"]["format"] == "peaklayers"
+
+
+def _zero_filled(t: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """SPEC §5.5: every value of an invalid slot is 0 (not NaN)."""
+    return np.where(valid.reshape(valid.shape + (1,) * (t.ndim - valid.ndim)), t, 0.0)
+
+
+def test_sleap_nn_top_down_from_the_tool(tmp_path, heads):
+    out = tmp_path / "out"
+    _tool_process("pipeline", "top-down", str(heads[0]), str(heads[1]), "--crop-size",
+                  "16,16", "--max-instances", "3", "--input-shape", "1,64,80",
+                  "--node-names", "nose,tail", "--format", "sleap-nn", "--out", str(out),
+                  "--provider", "cpu")
+    session, metadata = check_directory(out, "topdown", channels=1)
+    assert metadata["crop_size"] == [16, 16] and metadata["max_instances"] == 3
+    assert metadata["node_names"] == ["nose", "tail"] and metadata["n_nodes"] == 2
+    assert metadata["input_scale"] == 1.0 and metadata["peak_threshold"] == 0.2
+
+    # Another frame size and batch; 2, 0 and 1 animals: empty slots in every frame.
+    frames = _frames((3, 1, 70, 94), seed=2, spots=(2, 0, 1))
+    got = dict(zip([o.name for o in session.get_outputs()],
+                   session.run(None, {"image": frames}), strict=True))
+    pipeline = TopDownPipeline(torch.jit.load(str(heads[0])), torch.jit.load(str(heads[1])),
+                               crop_size=(16, 16), max_instances=3).eval()
+    with torch.no_grad():
+        centroids, centroid_vals, peaks, peak_vals, valid = (
+            t.numpy() for t in pipeline(torch.from_numpy(frames)))
+    assert valid.sum(axis=1).tolist() == [2, 0, 1]
+    np.testing.assert_array_equal(got["instance_valid"], valid)
+    for name, want in (("centroids", centroids), ("centroid_vals", centroid_vals),
+                       ("peaks", peaks), ("peak_vals", peak_vals)):
+        assert got[name].dtype == np.float32, name
+        assert (got[name][~valid] == 0).all(), name
+        np.testing.assert_allclose(got[name], _zero_filled(want, valid), atol=1e-5, rtol=0,
+                                   err_msg=name)
+
+
+def test_sleap_nn_single_instance_from_the_tool(tmp_path, heads):
+    out = tmp_path / "out"
+    _tool_process("pipeline", "single-instance", str(heads[1]), "--input-shape", "1,64,80",
+                  "--max-stride", "8", "--format", "sleap-nn", "--out", str(out),
+                  "--provider", "cpu")
+    session, metadata = check_directory(out, "single_instance", channels=1)
+    assert metadata["node_names"] == ["node_0", "node_1"] and metadata["crop_size"] is None
+    assert metadata["max_instances"] is None and metadata["output_stride"] == 1
+
+    # Oracle: the functional API on the padded frames; the empty frame drops every part.
+    frames = _frames((3, 1, 70, 94), seed=3, spots=(1, 1, 0))
+    x = torch.from_numpy(frames).float() / 255
+    x = F.pad(x, (0, -x.shape[3] % 8, 0, -x.shape[2] % 8))
+    with torch.no_grad():
+        points, vals = find_global_peaks(torch.jit.load(str(heads[1]))(x), 0.2, "integral")
+    peaks, peak_vals = session.run(None, {"image": frames})
+    assert peaks.dtype == peak_vals.dtype == np.float32
+    assert np.isnan(peaks[2]).all() and (peak_vals[2] == 0).all()
+    assert not np.isnan(peaks[:2]).any()
+    np.testing.assert_allclose(peaks, points.numpy(), atol=1e-5, rtol=0)
+    np.testing.assert_allclose(peak_vals, vals.numpy(), atol=1e-6, rtol=0)
 
 
 def test_bad_pipeline_arguments_are_one_line(tmp_path, heads):

@@ -82,11 +82,15 @@ def _format_of(pipeline: object) -> tuple[str, tuple[str, ...]]:
 
 
 def _zero_where(empty: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """``t (Tensor[S, I, ...])`` with 0 in the slots where ``empty (Tensor[S, I], bool)``."""
-    mask = empty
-    while mask.dim() < t.dim():
-        mask = mask.unsqueeze(-1)
-    return torch.where(mask, torch.zeros_like(t), t)
+    """``t`` with 0 where ``empty`` (bool, broadcastable to ``t``: the slot mask ``(S, I)``
+    with one trailing ``None`` per axis of ``t`` after the slots).
+
+    Callers widen the mask by explicit indexing: a ``while mask.dim() < t.dim()`` loop
+    scripts (TorchScript heads are exported scripted) into an ONNX ``Loop`` whose exit
+    condition the TorchScript-based exporter folds to a constant true, so ONNX Runtime
+    never leaves it.
+    """
+    return torch.where(empty, torch.zeros_like(t), t)
 
 
 class SleapNNOutputs(Pipeline):
@@ -124,7 +128,9 @@ class _SingleInstance(SleapNNOutputs):
 class _Centroid(SleapNNOutputs):
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         centroids, vals, valid = self.pipeline(image)
-        return _zero_where(~valid, centroids), _zero_where(~valid, vals.float()), valid
+        empty = ~valid
+        return (_zero_where(empty[:, :, None], centroids), _zero_where(empty, vals.float()),
+                valid)
 
 
 class _TopDown(SleapNNOutputs):
@@ -133,8 +139,9 @@ class _TopDown(SleapNNOutputs):
     ]:
         centroids, vals, peaks, peak_vals, valid = self.pipeline(image)
         empty = ~valid
-        return (_zero_where(empty, centroids), _zero_where(empty, vals.float()),
-                _zero_where(empty, peaks), _zero_where(empty, peak_vals.float()), valid)
+        return (_zero_where(empty[:, :, None], centroids), _zero_where(empty, vals.float()),
+                _zero_where(empty[:, :, None, None], peaks),
+                _zero_where(empty[:, :, None], peak_vals.float()), valid)
 
 
 class _MultiClassTopDown(SleapNNOutputs):
@@ -143,9 +150,10 @@ class _MultiClassTopDown(SleapNNOutputs):
     ]:
         centroids, vals, peaks, peak_vals, valid, probs = self.pipeline(image)
         empty = ~valid
-        return (_zero_where(empty, centroids), _zero_where(empty, vals.float()),
-                _zero_where(empty, peaks), _zero_where(empty, peak_vals.float()),
-                _zero_where(empty, probs), valid)
+        return (_zero_where(empty[:, :, None], centroids), _zero_where(empty, vals.float()),
+                _zero_where(empty[:, :, None, None], peaks),
+                _zero_where(empty[:, :, None], peak_vals.float()),
+                _zero_where(empty[:, :, None], probs), valid)
 
 
 def sleap_nn_outputs(pipeline: Pipeline) -> SleapNNOutputs:
