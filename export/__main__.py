@@ -162,16 +162,25 @@ def build_parser(prog: str = "python -m export") -> argparse.ArgumentParser:
 
     _pipeline_parser(sub)
 
-    run = sub.add_parser("run", help="run an exported ONNX model on .npy arrays or PNG images")
-    run.add_argument("model", help="an ONNX file written by this tool")
-    run.add_argument("inputs", nargs="+", help=".npy arrays (S,C,H,W or C,H,W) or PNG images")
+    run = sub.add_parser("run", help="run an exported ONNX model on .npy arrays or PNG images "
+                                     "(pipeline graphs: also videos, in batches)")
+    run.add_argument("model", help="an ONNX file written by this tool, or a sleap-nn format "
+                                    "folder (DIR with model.onnx and export_metadata.json)")
+    run.add_argument("inputs", nargs="+",
+                     help=".npy arrays (S,C,H,W or C,H,W) or PNG images; for a pipeline graph "
+                          "also video files (.mp4, .avi, .mkv, ...: pip install "
+                          "'peaklayers[video]')")
     run.add_argument("--provider", choices=PROVIDERS, default="auto",
                      help="ONNX Runtime execution provider (auto: CUDA if it loads, else CPU)")
     run.add_argument("--max-pixels", type=int, default=MAX_PIXELS, metavar="N",
-                     help="largest input accepted: pixels of a PNG (height × width), checked "
-                          f"before decoding; a .npy may hold 3N values ({MAX_PIXELS:,})")
+                     help="largest input accepted: pixels of a PNG or video frame (height × "
+                          "width), checked before decoding; a .npy (a frame of one, for a "
+                          f"pipeline graph) may hold 3N values ({MAX_PIXELS:,})")
+    run.add_argument("--batch-size", type=int, default=8, metavar="B",
+                     help="pipeline graphs: frames per run of the graph (8)")
     run.add_argument("--save", default=None, metavar="FILE",
-                     help="write the peaks to FILE (.json or .csv) instead of printing them")
+                     help="write the peaks (a pipeline's instances) to FILE (.json or .csv) "
+                          "instead of printing them")
     return parser
 
 

@@ -6,6 +6,8 @@ images (8-bit grey/RGB/RGBA/palette, read with Pillow, scaled to [0, 1]; at most
 :func:`peaklayers.runtime.open_session` on the provider asked for; the provider that
 actually ran is printed and saved. With a class-map graph (``class_probs`` output) the
 peaks are grouped into identities on the host with :func:`peaklayers.identity.group_instances`.
+A pipeline graph (``python -m export pipeline``, or the sleap-nn format's ``DIR/model.onnx``
+or ``DIR``) is run by :mod:`.pipeline_run`, on frames, images and videos, in batches.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -24,19 +27,26 @@ from peaklayers.runtime import RUNTIME_ERRORS
 
 from .common import ToolError, first_line, log
 from .formats import METADATA_KEY
+from .frames_in import npy_header
+from .instances import pipeline_layout
 from .peaks_io import peak_rows, rows_to_csv
 from .png import MAX_PIXELS, read_png
 from .sessions import open_peak_session
 from .settings import LAYERS, LayerSettings
 
 
-def read_metadata(path: Path) -> dict:
-    """The tool's metadata embedded in the ONNX file, or a minimum guessed from the outputs."""
+def model_props(path: Path) -> dict[str, str]:
+    """The ONNX file's ``metadata_props`` (``{}`` for a graph that cannot be parsed again)."""
     try:
         model = onnx.load(str(path), load_external_data=False)
     except (OSError, DecodeError):
         return {}  # the session already opened it; a graph we cannot parse again has no metadata
-    props = {p.key: p.value for p in model.metadata_props}
+    return {p.key: p.value for p in model.metadata_props}
+
+
+def read_metadata(path: Path, props: dict[str, str] | None = None) -> dict:
+    """The tool's metadata embedded in the ONNX file (``{}`` without it)."""
+    props = model_props(path) if props is None else props
     if METADATA_KEY in props:
         try:
             return json.loads(props[METADATA_KEY])
@@ -51,6 +61,9 @@ def described_outputs(meta: dict, output_names: list[str]) -> tuple[str, dict[st
     From the tool's metadata when the graph has it; else the graph was exported with the
     library directly, and its output names tell which layer's description it follows.
     """
+    if isinstance(meta.get("layer"), dict) and "pipeline" in meta["layer"]:
+        raise ToolError(f"{output_names} are not the outputs of a "
+                        f"{meta['layer']['pipeline']} pipeline graph")
     if meta.get("layer"):
         outputs = LayerSettings(**meta["layer"]).outputs()
         return meta["layer"]["layer"], {o.name: list(o.axes) for o in outputs}
@@ -62,27 +75,6 @@ def described_outputs(meta: dict, output_names: list[str]) -> tuple[str, dict[st
     raise ToolError(f"{output_names} are not the outputs of a peak graph (points, vals, ...)")
 
 
-def _npy_header(path: Path, handle) -> tuple[tuple[int, ...], np.dtype]:
-    """Shape and dtype from a ``.npy`` header, without reading the data."""
-    start = handle.read(6)
-    handle.seek(0)
-    if start.startswith(b"PK\x03\x04"):
-        raise ToolError(f"{path}: a zip archive (.npz?), not a .npy array; save one array "
-                        "with numpy.save")
-    try:
-        version = np.lib.format.read_magic(handle)
-        if version == (1, 0):
-            shape, _, dtype = np.lib.format.read_array_header_1_0(handle)
-        elif version == (2, 0):
-            shape, _, dtype = np.lib.format.read_array_header_2_0(handle)
-        else:
-            raise ToolError(f"{path}: .npy format version {version[0]}.{version[1]} is not "
-                            "read (it holds named fields: save a plain numeric array)")
-    except (ValueError, OSError, EOFError) as error:
-        raise ToolError(f"{path}: not a readable .npy array ({first_line(error)})") from None
-    return tuple(shape), dtype
-
-
 def _read_npy(path: Path, max_values: int) -> np.ndarray:
     """A real-valued ``.npy`` array of 3 or 4 dimensions and at most ``max_values`` values.
 
@@ -91,7 +83,7 @@ def _read_npy(path: Path, max_values: int) -> np.ndarray:
     budget, before any data is read.
     """
     with open(path, "rb") as handle:
-        shape, dtype = _npy_header(path, handle)
+        shape, dtype = npy_header(path, handle)
         if dtype.fields is not None or dtype.kind not in "biuf":
             kind = {"c": "complex", "M": "date/time", "m": "time-delta", "U": "text",
                     "S": "bytes", "O": "Python object", "V": "structured"}.get(dtype.kind,
@@ -184,28 +176,54 @@ def _csv(result: dict) -> str:
     return rows_to_csv(rows, ["file", "sample", "channel", "slot", "x", "y", "value"])
 
 
-def _write_atomically(path: Path, text: str) -> None:
+def _write_atomically(path: Path, text: str | Iterable[str]) -> None:
+    """Write ``text`` (or its pieces, in order) to ``path`` through a file renamed into
+    place: a failure or an interruption leaves ``path`` as it was."""
     tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
     try:
-        tmp.write_text(text)
+        with open(tmp, "w", encoding="utf-8") as handle:
+            handle.writelines([text] if isinstance(text, str) else text)
         os.replace(tmp, path)
     except OSError as error:
         tmp.unlink(missing_ok=True)
         raise ToolError(f"cannot write {path}: {error.strerror}") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _model_file(model: str) -> Path:
+    """``model``, or ``model/model.onnx`` for a sleap-nn format directory (SPEC §5.5)."""
+    path = Path(model)
+    if path.is_dir():
+        if not (path / "model.onnx").is_file():
+            raise ToolError(f"model folder {path} holds no model.onnx")
+        return path / "model.onnx"
+    return path
 
 
 def run(model: str, inputs: list[str], provider: str = "auto", save: str | None = None,
-        max_pixels: int = MAX_PIXELS, **_: object) -> dict:
-    """Run ``model`` on every input file; print the peaks or save them as JSON/CSV."""
-    model_path = Path(model)
+        max_pixels: int = MAX_PIXELS, batch_size: int = 8, **_: object) -> dict:
+    """Run ``model`` on every input file; print the peaks (or a pipeline's instances) or
+    save them as JSON/CSV."""
+    model_path = _model_file(model)
     if max_pixels < 1:
         raise ToolError(f"--max-pixels must be positive, got {max_pixels}")
+    if batch_size < 1:
+        raise ToolError(f"--batch-size must be at least 1, got {batch_size}")
     if save is not None and Path(save).suffix.lower() not in (".json", ".csv"):
         raise ToolError(f"--save must end in .json or .csv, got {save}")
     if not model_path.is_file():
         raise ToolError(f"model file {model_path} does not exist")
     session = open_peak_session(model_path, provider)
-    meta = read_metadata(model_path)
+    props = model_props(model_path)
+    meta = read_metadata(model_path, props)
+    layout = pipeline_layout(session.output_names)
+    if layout is not None:
+        from .pipeline_run import run_pipeline
+
+        return run_pipeline(session, model_path, layout, meta, props, inputs, save,
+                            max_pixels, batch_size)
     kind, axes = described_outputs(meta, session.output_names)
     dtype_name, shape = session.inputs[session.input_name]
     channels = shape[1] if len(shape) == 4 and isinstance(shape[1], int) else None
