@@ -35,13 +35,13 @@ KINDS = ("single-instance", "centroid", "top-down", "multiclass-top-down")
 PIPELINE_FORMATS = ("peaklayers", "sleap-nn")
 
 
-def _load_head(path: str, what: str) -> tuple[torch.nn.Module, str, tuple | None]:
-    """The head module, its kind and the shape of a stored example (``.pt2``)."""
+def _load_head(path: str) -> tuple[torch.nn.Module, str, tuple | None]:
+    """The head module, its kind and the shape of a stored example (``.pt2``).
+
+    ONNX heads never reach here: they are joined in :mod:`.pipeline_onnx`.
+    """
     head_path = Path(path)
     kind = loaders.detect_kind(head_path)
-    if kind == "onnx":
-        raise ToolError(f"{what} {head_path} is an ONNX model: pipeline heads must be "
-                        "TorchScript archives or torch.export .pt2 programs for now")
     if kind == "torchscript":
         return loaders.load_torchscript(head_path), kind, None
     program, shape = loaders.load_program(head_path)
@@ -145,8 +145,7 @@ def run(kind: str, heads: list[str], out: str, format: str = "peaklayers",
             instance_output=instance_output, class_output=class_output,
             node_names=node_names, provider=provider, opset=opset)
 
-    loaded = [_load_head(p, "centroid head" if i == 0 and wanted == 2 else "head")
-              for i, p in enumerate(heads)]
+    loaded = [_load_head(p) for p in heads]
     kinds = {k for _, k, _ in loaded}
     if len(kinds) > 1:
         raise ToolError("give both heads in the same form (both TorchScript or both .pt2)")
