@@ -117,8 +117,12 @@ def _pipeline_parser(sub) -> None:
     p.add_argument("--node-names", default=None, metavar="a,b,...", help="body-part names")
     p.add_argument("--input-shape", default=None, metavar="C,H,W",
                    help="example frames where a head does not fix them")
-    p.add_argument("--float-input", action="store_true",
-                   help="the graph takes float32 [0, 1] frames instead of uint8")
+    frames = p.add_mutually_exclusive_group()
+    frames.add_argument("--uint8", dest="float_input", action="store_false",
+                        help="the graph takes uint8 frames, divided by 255 in it (default)")
+    frames.add_argument("--float-input", dest="float_input", action="store_true",
+                        help="the graph takes float32 [0, 1] frames instead")
+    p.set_defaults(float_input=False)
     p.add_argument("--instance-output", default=None,
                    help="tuple index or dict key of the maps in the (instance) head's output")
     p.add_argument("--class-output", default=None,

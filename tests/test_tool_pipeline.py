@@ -174,3 +174,12 @@ def test_bad_pipeline_arguments_are_one_line(tmp_path, heads):
                       "--input-shape", "1,64,80", "--out", str(tmp_path / "o"))
     assert code == 1 and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("flags, float_input", [([], False), (["--uint8"], False),
+                                                (["--float-input"], True)])
+def test_frame_dtype_flags(flags, float_input):
+    from export.__main__ import build_parser
+
+    args = build_parser().parse_args(["pipeline", "centroid", "c.pt", "--out", "o", *flags])
+    assert args.float_input is float_input
