@@ -85,6 +85,13 @@ def frames_for(shape: tuple[int, ...], uint8: bool, seed: int = 0) -> np.ndarray
     return np.ascontiguousarray(image.astype(np.float32))
 
 
+def verification_frames(shape: tuple[int, ...], uint8: bool) -> list[np.ndarray]:
+    """The frames every pipeline export is verified on: ``shape`` and a larger batch and
+    frame (the graph must not keep the example's sizes)."""
+    other = (shape[0] + 1, shape[1], shape[2] + 32, shape[3] + 48)
+    return [frames_for(shape, uint8), frames_for(other, uint8, seed=1)]
+
+
 def build(kind: str, heads: list[torch.nn.Module], *, crop_size, max_instances, stride,
           centroid_stride, instance_stride, input_scale, max_stride, instance_input_scale,
           threshold, peak_threshold, refinement, patch_size, instance_output, class_output):
@@ -160,8 +167,7 @@ def run(kind: str, heads: list[str], out: str, format: str = "peaklayers",
         raise ToolError(str(error)) from None
 
     uint8 = not float_input
-    other = (shape[0] + 1, shape[1], shape[2] + 32, shape[3] + 48)
-    inputs = [frames_for(shape, uint8), frames_for(other, uint8, seed=1)]
+    inputs = verification_frames(shape, uint8)
     example = torch.from_numpy(inputs[0])
     graph = sleap_nn_outputs(pipeline).eval() if format == "sleap-nn" else pipeline
     try:
@@ -214,4 +220,5 @@ def run(kind: str, heads: list[str], out: str, format: str = "peaklayers",
                                triton_options=TritonOptions())
 
 
-__all__ = ["FORMATS", "KINDS", "PIPELINE_FORMATS", "build", "frames_for", "run"]
+__all__ = ["FORMATS", "KINDS", "PIPELINE_FORMATS", "build", "frames_for", "run",
+           "verification_frames"]

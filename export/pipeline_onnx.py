@@ -22,7 +22,7 @@ from . import loaders
 from .common import ToolError, first_line, step
 from .formats import METADATA_KEY, Job, torch_backend
 from .model import DEFAULT_SIZE
-from .pipeline import _selector, frames_for
+from .pipeline import _selector, verification_frames
 from .steps import TritonOptions, export_verify_write
 
 Build = Callable[[list[torch.nn.Module]], torch.nn.Module]
@@ -98,8 +98,7 @@ def run_with_onnx_heads(kind: str, paths: list[str], out: str, make: Build, *,
         raise ToolError(str(error)) from None
 
     uint8 = not float_input
-    other = (shape[0] + 1, shape[1], shape[2] + 32, shape[3] + 48)
-    inputs = [frames_for(shape, uint8), frames_for(other, uint8, seed=1)]
+    inputs = verification_frames(shape, uint8)
     example = torch.from_numpy(inputs[0])
     try:
         with torch.no_grad():
