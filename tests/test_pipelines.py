@@ -313,6 +313,35 @@ def test_head_output_that_is_not_maps():
         SingleInstancePipeline(torch.nn.Flatten())(image)
 
 
+@pytest.mark.parametrize(
+    ("make", "match"),
+    [
+        (lambda: SingleInstancePipeline(PartsTuple()), "head_output is not set, but the head "
+         "returns a tuple"),
+        (lambda: SingleInstancePipeline(PartsTuple(), head_output=2),
+         r"head_output=2 does not index the head's output \(2 outputs\)"),
+        (lambda: SingleInstancePipeline(Parts(), head_output=0),
+         r"head_output=0 does not index the head's output \(a Tensor\)"),
+        (lambda: SingleInstancePipeline(PartsClasses(), head_output="confmaps"),
+         r"head_output='confmaps' is not a key of the head's output \(\['classes', 'maps'\]\)"),
+        (lambda: TopDownPipeline(Blur(), PartsTuple(), 8, 2, instance_output=-3),
+         "instance_output=-3 does not index"),
+        (lambda: TopDownPipeline(Blur(), PartsTuple(), 8, 2, centroid_output="maps"),
+         "centroid_output='maps' is not a key of the head's output \\(Tensor\\)"),
+        (lambda: MultiClassTopDownPipeline(Blur(), PartsClasses(), 8, 2, instance_output="maps",
+                                           class_output="probs"), "class_output='probs'"),
+        # Indexing a tensor would take its first sample: a tensor is refused.
+        (lambda: MultiClassTopDownPipeline(Blur(), Parts(), 8, 2),
+         r"instance_output=0 does not index the head's output \(a Tensor\)"),
+    ],
+)
+def test_head_output_that_is_not_there(make, match):
+    """A selector that does not fit the head's output names the argument (not an
+    IndexError or KeyError from inside the head's output)."""
+    with pytest.raises(ValueError, match=match):
+        make()(scene(1, 32, 32, seed=0))
+
+
 def test_repr_shows_settings():
     text = repr(CONFIGS["topdown"]())
     assert "crop_size=(24, 20)" in text and "max_instances=3" in text

@@ -46,61 +46,104 @@ Selector = Optional[Union[int, str]]
 # its head's return type (a tuple index must be a constant there, hence ``Final``).
 
 
+def _check_picked(out: object, selector: Selector, name: str) -> None:
+    """Eager and tracing only: ``out[selector]`` exists (a head returning the wrong form
+    is an error naming the selector, not an IndexError from inside the graph)."""
+    if selector is None:
+        if not isinstance(out, torch.Tensor):
+            raise ValueError(name + " is not set, but the head returns a "
+                             + type(out).__name__ + ": say which output holds the maps")
+        return
+    if isinstance(selector, str):
+        if not isinstance(out, dict) or selector not in out:
+            keys = sorted(out) if isinstance(out, dict) else type(out).__name__
+            raise ValueError(name + "=" + repr(selector) + " is not a key of the head's "
+                             "output (" + str(keys) + ")")
+        return
+    if not isinstance(out, (tuple, list)) or not -len(out) <= selector < len(out):
+        form = (str(len(out)) + " outputs" if isinstance(out, (tuple, list))
+                else "a " + type(out).__name__)
+        raise ValueError(name + "=" + str(selector) + " does not index the head's output ("
+                         + form + ")")
+
+
 class _Whole(nn.Module):
-    def __init__(self, head: nn.Module) -> None:
+    def __init__(self, head: nn.Module, name: str) -> None:
         super().__init__()
         self.head = head
+        self.name = name
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(x)
+        out = self.head(x)
+        if not torch.jit.is_scripting():
+            _check_picked(out, None, self.name)
+        return out
 
 
 class _Indexed(nn.Module):
     index: Final[int]
 
-    def __init__(self, head: nn.Module, index: int) -> None:
+    def __init__(self, head: nn.Module, index: int, name: str) -> None:
         super().__init__()
         self.head = head
         self.index = index
+        self.name = name
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(x)[self.index]
+        out = self.head(x)
+        if not torch.jit.is_scripting():
+            _check_picked(out, self.index, self.name)
+        return out[self.index]
 
 
 class _Keyed(nn.Module):
-    def __init__(self, head: nn.Module, key: str) -> None:
+    def __init__(self, head: nn.Module, key: str, name: str) -> None:
         super().__init__()
         self.head = head
         self.key = key
+        self.name = name
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(x)[self.key]
+        out = self.head(x)
+        if not torch.jit.is_scripting():
+            _check_picked(out, self.key, self.name)
+        return out[self.key]
 
 
 class _IndexedPair(nn.Module):
     first: Final[int]
     second: Final[int]
 
-    def __init__(self, head: nn.Module, first: int, second: int) -> None:
+    def __init__(self, head: nn.Module, first: int, second: int, names: tuple[str, str]
+                 ) -> None:
         super().__init__()
         self.head = head
         self.first = first
         self.second = second
+        self.names = names
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         out = self.head(x)
+        if not torch.jit.is_scripting():
+            _check_picked(out, self.first, self.names[0])
+            _check_picked(out, self.second, self.names[1])
         return out[self.first], out[self.second]
 
 
 class _KeyedPair(nn.Module):
-    def __init__(self, head: nn.Module, first: str, second: str) -> None:
+    def __init__(self, head: nn.Module, first: str, second: str, names: tuple[str, str]
+                 ) -> None:
         super().__init__()
         self.head = head
         self.first = first
         self.second = second
+        self.names = names
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         out = self.head(x)
+        if not torch.jit.is_scripting():
+            _check_picked(out, self.first, self.names[0])
+            _check_picked(out, self.second, self.names[1])
         return out[self.first], out[self.second]
 
 
@@ -122,24 +165,32 @@ def _check_selector(selector: object, name: str) -> None:
         )
 
 
+def _selector_name(head_name: str) -> str:
+    """The argument that picks a head's output: ``head`` → ``head_output``,
+    ``centroid_head`` → ``centroid_output``."""
+    return head_name.replace("_head", "") + "_output"
+
+
 def _one_output(head: object, selector: Selector, name: str) -> nn.Module:
     module = _check_head(head, name)
-    _check_selector(selector, name + "_output")
+    selector_name = _selector_name(name)
+    _check_selector(selector, selector_name)
     if selector is None:
-        return _Whole(module)
+        return _Whole(module, selector_name)
     if isinstance(selector, str):
-        return _Keyed(module, selector)
-    return _Indexed(module, selector)
+        return _Keyed(module, selector, selector_name)
+    return _Indexed(module, selector, selector_name)
 
 
 def _two_outputs(head: object, first: Selector, second: Selector, name: str) -> nn.Module:
     module = _check_head(head, name)
-    _check_selector(first, name + "_output")
+    _check_selector(first, _selector_name(name))
     _check_selector(second, "class_output")
+    names = (_selector_name(name), "class_output")
     if isinstance(first, int) and isinstance(second, int):
-        return _IndexedPair(module, first, second)
+        return _IndexedPair(module, first, second, names)
     if isinstance(first, str) and isinstance(second, str):
-        return _KeyedPair(module, first, second)
+        return _KeyedPair(module, first, second, names)
     raise TypeError(
         "instance_output and class_output must both be ints (the head returns a tuple) or "
         "both strs (a dict), got " + repr(first) + " and " + repr(second)
