@@ -157,14 +157,14 @@ def run(kind: str, heads: list[str], out: str, format: str = "peaklayers",
     if len(kinds) > 1:
         raise ToolError("give both heads in the same form (both TorchScript or both .pt2)")
     head_kind = kinds.pop()
-    stored = loaded[0][2]
-    shape = loaders.parse_shape(input_shape, stored, f"a {head_kind} head (frames C,H,W)")
     try:
         pipeline = build(kind, [m for m, _, _ in loaded], **settings,
                          instance_output=_selector(instance_output),
                          class_output=_selector(class_output)).eval()
     except (ValueError, TypeError) as error:
         raise ToolError(str(error)) from None
+    stored = loaded[0][2]
+    shape = loaders.parse_shape(input_shape, stored, f"a {head_kind} head (frames C,H,W)")
 
     uint8 = not float_input
     inputs = verification_frames(shape, uint8)

@@ -90,12 +90,12 @@ def run_with_onnx_heads(kind: str, paths: list[str], out: str, make: Build, *,
         raise ToolError("--opset does not apply to ONNX heads: the pipeline follows the "
                         "heads' own opset")
     heads = _heads(kind, paths, instance_output, class_output)
-    shape = _frame_shape(heads[0], input_shape)
     try:
         pipeline = make(heads).eval()
         onnx_heads(pipeline)
     except (ValueError, TypeError) as error:
         raise ToolError(str(error)) from None
+    shape = _frame_shape(heads[0], input_shape)
 
     uint8 = not float_input
     inputs = verification_frames(shape, uint8)

@@ -173,6 +173,14 @@ def test_bad_pipeline_arguments_are_one_line(tmp_path, heads):
     code, err = _tool("pipeline", "centroid", str(heads[1]), "--max-instances", "2",
                       "--input-shape", "1,64,80", "--out", str(tmp_path / "o"))
     assert code == 1 and len(err.strip().splitlines()) == 1, err
+    # A bad setting is named first, even where --input-shape is missing too.
+    code, err = _tool("pipeline", "centroid", str(heads[0]), "--max-instances", "0",
+                      "--out", str(tmp_path / "o"))
+    assert code == 1 and "max_instances must be at least 1" in err, err
+    code, err = _tool("pipeline", "top-down", str(heads[0]), str(heads[1]), "--max-instances",
+                      "2", "--crop-size", "16", "--instance-output", "3", "--input-shape",
+                      "1,64,80", "--out", str(tmp_path / "o"))
+    assert code == 1 and "instance_output=3 does not index" in err, err
     assert not (tmp_path / "o").exists()
 
 
