@@ -114,7 +114,10 @@ def _pipeline_parser(sub) -> None:
                    help="top-down: body-part threshold (0.2)")
     p.add_argument("--refinement", choices=("integral", "none"), default="integral")
     p.add_argument("--patch-size", type=int, default=5)
-    p.add_argument("--node-names", default=None, metavar="a,b,...", help="body-part names")
+    p.add_argument("--node-names", default=None, metavar="a,b,...",
+                   help="body-part names, one per part the heads find")
+    p.add_argument("--class-names", default=None, metavar="a,b,...",
+                   help="multiclass-top-down: identity names, one per class")
     p.add_argument("--input-shape", default=None, metavar="C,H,W",
                    help="example frames where a head does not fix them")
     frames = p.add_mutually_exclusive_group()

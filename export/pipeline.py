@@ -92,6 +92,33 @@ def verification_frames(shape: tuple[int, ...], uint8: bool) -> list[np.ndarray]
     return [frames_for(shape, uint8), frames_for(other, uint8, seed=1)]
 
 
+def _split_names(text: str | None, count: int | None, flag: str, what: str
+                 ) -> list[str] | None:
+    if text is None:
+        return None
+    names = text.split(",")
+    if count is None:
+        raise ToolError(f"{flag}: this pipeline has no {what}")
+    if len(names) != count or not all(names) or len(set(names)) != len(names):
+        raise ToolError(f"{flag} must give {count} different non-empty names (the pipeline's "
+                        f"{what}), got {text!r}")
+    return names
+
+
+def labels(outputs: dict[str, torch.Tensor], node_names: str | None, class_names: str | None
+           ) -> tuple[list[str] | None, list[str] | None]:
+    """``--node-names`` and ``--class-names`` as lists, checked against the pipeline's
+    outputs (by name): one name per body part of ``peaks``, one per class of
+    ``class_probs``."""
+    peaks = outputs.get("peaks")
+    classes = outputs.get("class_probs")
+    nodes = _split_names(node_names, None if peaks is None else int(peaks.shape[-2]),
+                         "--node-names", "body parts")
+    names = _split_names(class_names, None if classes is None else int(classes.shape[-1]),
+                         "--class-names", "classes")
+    return nodes, names
+
+
 def build(kind: str, heads: list[torch.nn.Module], *, crop_size, max_instances, stride,
           centroid_stride, instance_stride, input_scale, max_stride, instance_input_scale,
           threshold, peak_threshold, refinement, patch_size, instance_output, class_output):
@@ -121,7 +148,8 @@ def run(kind: str, heads: list[str], out: str, format: str = "peaklayers",
         stride: float = 1.0, centroid_stride: float = 1.0, instance_stride: float = 1.0,
         input_scale: float = 1.0, max_stride: int = 1, instance_input_scale: float = 1.0,
         threshold: float = 0.2, peak_threshold: float = 0.2, refinement: str = "integral",
-        patch_size: int = 5, node_names: str | None = None, input_shape: str | None = None,
+        patch_size: int = 5, node_names: str | None = None, class_names: str | None = None,
+        input_shape: str | None = None,
         float_input: bool = False, instance_output: str | None = None,
         class_output: str | None = None, provider: str = "auto", opset: int | None = None,
         **_: object) -> dict:
@@ -150,7 +178,7 @@ def run(kind: str, heads: list[str], out: str, format: str = "peaklayers",
                                                     instance_output=None, class_output=None),
             format=format, input_shape=input_shape, float_input=float_input,
             instance_output=instance_output, class_output=class_output,
-            node_names=node_names, provider=provider, opset=opset)
+            node_names=node_names, class_names=class_names, provider=provider, opset=opset)
 
     loaded = [_load_head(p) for p in heads]
     kinds = {k for _, k, _ in loaded}
@@ -181,6 +209,8 @@ def run(kind: str, heads: list[str], out: str, format: str = "peaklayers",
     opset = effective_opset(opset, dynamo)
     names = list(graph.output_names)
     outs = graph(example)
+    nodes, classes = labels(dict(zip(pipeline.output_names, pipeline(example), strict=True)),
+                            node_names, class_names)
     meta = {
         "source": ", ".join(f"{Path(p).name} ({head_kind})" for p in heads),
         "layer": {"pipeline": kind, "settings": pipeline.extra_repr(), "format": format},
@@ -190,7 +220,8 @@ def run(kind: str, heads: list[str], out: str, format: str = "peaklayers",
                      "dtype": str(t.dtype).removeprefix("torch.")}
                     for n, t in zip(names, outs, strict=True)],
         "opset": opset,
-        "node_names": node_names.split(",") if node_names else None,
+        "node_names": nodes,
+        "class_names": classes,
         "versions": {"torch": torch.__version__},
     }
     job = Job(graph, example, "image", names, meta, opset=opset, dynamo=dynamo)
@@ -199,14 +230,12 @@ def run(kind: str, heads: list[str], out: str, format: str = "peaklayers",
         formats = ("pt2" if dynamo else "torchscript", "onnx")
         write = format_writer(job, formats, out_path)
     else:
-        nodes = node_names.split(",") if node_names else None
-
         def write(stage: Path) -> dict[str, Path]:
             with step("sleap-nn directory", out_path) as info:
                 staging = stage / "sleap-nn"
                 try:
-                    export_sleap_nn(pipeline, example, staging, node_names=nodes, opset=opset,
-                                    dynamo=dynamo)
+                    export_sleap_nn(pipeline, example, staging, node_names=nodes,
+                                    class_names=classes, opset=opset, dynamo=dynamo)
                 except (ValueError, TypeError) as error:
                     raise ToolError(str(error)) from None
                 for item in staging.iterdir():

@@ -22,7 +22,7 @@ from . import loaders
 from .common import ToolError, first_line, step
 from .formats import METADATA_KEY, Job, torch_backend
 from .model import DEFAULT_SIZE
-from .pipeline import _selector, verification_frames
+from .pipeline import _selector, labels, verification_frames
 from .steps import TritonOptions, export_verify_write
 
 Build = Callable[[list[torch.nn.Module]], torch.nn.Module]
@@ -72,7 +72,8 @@ def _frame_shape(head: OnnxHead, input_shape: str | None) -> tuple[int, ...]:
 def run_with_onnx_heads(kind: str, paths: list[str], out: str, make: Build, *,
                         format: str, input_shape: str | None, float_input: bool,
                         instance_output: str | None, class_output: str | None,
-                        node_names: str | None, provider: str, opset: int | None) -> dict:
+                        node_names: str | None, class_names: str | None, provider: str,
+                        opset: int | None) -> dict:
     """Build the ``kind`` pipeline around the ONNX heads at ``paths``, join, verify, write.
 
     ``make(modules)`` builds the pipeline module with the tool's settings, each head's
@@ -113,6 +114,7 @@ def run_with_onnx_heads(kind: str, paths: list[str], out: str, make: Build, *,
     names = list(pipeline.output_names)
     with torch.no_grad():
         outs = pipeline(example)
+    nodes, classes = labels(dict(zip(names, outs, strict=True)), node_names, class_names)
     meta = {
         "source": ", ".join(f"{Path(p).name} (onnx)" for p in paths),
         "layer": {"pipeline": kind, "settings": pipeline.extra_repr(), "format": format,
@@ -123,7 +125,8 @@ def run_with_onnx_heads(kind: str, paths: list[str], out: str, make: Build, *,
                      "dtype": str(t.dtype).removeprefix("torch.")}
                     for n, t in zip(names, outs, strict=True)],
         "opset": joined_opset(heads),
-        "node_names": node_names.split(",") if node_names else None,
+        "node_names": nodes,
+        "class_names": classes,
         "versions": {"torch": torch.__version__, "onnx": onnx.__version__},
     }
     out_path = Path(out)

@@ -158,7 +158,7 @@ def run_pipeline(session, model_path: Path, layout: tuple[str, str], meta: dict,
 
     header = {"model": str(model_path), "provider": session.provider, "pipeline": kind,
               "format": form, "node_names": node_names or None,
-              "class_names": sleap_meta.get("class_names")}
+              "class_names": meta.get("class_names") or sleap_meta.get("class_names")}
     if save is None:
         _print(files, node_names)
     else:

@@ -181,6 +181,13 @@ def test_bad_pipeline_arguments_are_one_line(tmp_path, heads):
                       "2", "--crop-size", "16", "--instance-output", "3", "--input-shape",
                       "1,64,80", "--out", str(tmp_path / "o"))
     assert code == 1 and "instance_output=3 does not index" in err, err
+    for names, message in ((["--node-names", "a,b,c"], "--node-names must give 2 different"),
+                           (["--node-names", "a,a"], "--node-names must give 2 different"),
+                           (["--class-names", "a,b"], "--class-names: this pipeline has no")):
+        code, err = _tool("pipeline", "top-down", str(heads[0]), str(heads[1]),
+                          "--max-instances", "2", "--crop-size", "16", *names,
+                          "--input-shape", "1,64,80", "--out", str(tmp_path / "o"))
+        assert code == 1 and message in err, err
     assert not (tmp_path / "o").exists()
 
 

@@ -82,7 +82,8 @@ def work(tmp_path_factory) -> dict:
               "--node-names", ",".join(NODES), "--provider", "cpu"]
     for kind, head, extra in (("top-down", "instance.pt", []),
                               ("multiclass-top-down", "classes.pt",
-                               ["--instance-output", "maps", "--class-output", "classes"])):
+                               ["--instance-output", "maps", "--class-output", "classes",
+                                "--class-names", "bright,dim"])):
         code, _, err = _tool("pipeline", kind, str(folder / "centroid.pt"), str(folder / head),
                              *common, *extra, "--out", str(folder / kind))
         assert code == 0, err
@@ -230,6 +231,7 @@ def test_multiclass_identities_on_a_video(work, tmp_path):
                          "--save", str(saved), "--provider", "cpu")
     assert code == 0, err
     got = json.loads(saved.read_text())
+    assert got["class_names"] == ["bright", "dim"] and got["node_names"] == NODES
     outputs = _graph_outputs(work["multiclass"], work["clip"])
     expected = _expected(outputs, NODES)
     _close(got["files"][0]["frames"], expected)
