@@ -81,27 +81,47 @@ class _IndexedPair(nn.Module):
     first: Final[int]
     second: Final[int]
 
-    def __init__(self, head: nn.Module, first: int, second: int) -> None:
+    def __init__(self, head: nn.Module, first: int, second: int, what: str) -> None:
         super().__init__()
         self.head = head
         self.first = first
         self.second = second
+        self.what = what
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         out = self.head(x)
+        if not torch.jit.is_scripting():  # TorchScript checks the head's type itself
+            _check_pair(out, (self.first, self.second), self.what)
         return out[self.first], out[self.second]
 
 
 class _KeyedPair(nn.Module):
-    def __init__(self, head: nn.Module, first: str, second: str) -> None:
+    def __init__(self, head: nn.Module, first: str, second: str, what: str) -> None:
         super().__init__()
         self.head = head
         self.first = first
         self.second = second
+        self.what = what
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         out = self.head(x)
+        if not torch.jit.is_scripting():
+            _check_pair(out, (self.first, self.second), self.what)
         return out[self.first], out[self.second]
+
+
+def _check_pair(out: object, selectors: tuple, what: str) -> None:
+    """Raise unless a head's output holds both selected outputs (eager Python only)."""
+    if isinstance(selectors[0], str):
+        fits = isinstance(out, dict) and all(key in out for key in selectors)
+        found = "keys " + str(list(out)) if isinstance(out, dict) else type(out).__name__
+    else:
+        fits = isinstance(out, (tuple, list)) and all(-len(out) <= i < len(out)
+                                                      for i in selectors)
+        found = (str(len(out)) + " outputs" if isinstance(out, (tuple, list))
+                 else type(out).__name__)
+    if not fits:
+        raise ValueError(what + ", got " + found)
 
 
 def _check_head(head: object, name: str) -> nn.Module:
@@ -132,16 +152,21 @@ def _one_output(head: object, selector: Selector, name: str) -> nn.Module:
     return _Indexed(module, selector)
 
 
-def _two_outputs(head: object, first: Selector, second: Selector, name: str) -> nn.Module:
+def _two_outputs(head: object, first: Selector, second: Selector, name: str,
+                 first_name: str = "instance_output",
+                 second_what: str = "class vectors") -> nn.Module:
     module = _check_head(head, name)
-    _check_selector(first, name + "_output")
+    _check_selector(first, first_name)
     _check_selector(second, "class_output")
+    what = (name + " must return a " + ("dict" if isinstance(first, str) else "tuple")
+            + " holding its maps (" + first_name + "=" + repr(first) + ") and its " + second_what
+            + " (class_output=" + repr(second) + ")")
     if isinstance(first, int) and isinstance(second, int):
-        return _IndexedPair(module, first, second)
+        return _IndexedPair(module, first, second, what)
     if isinstance(first, str) and isinstance(second, str):
-        return _KeyedPair(module, first, second)
+        return _KeyedPair(module, first, second, what)
     raise TypeError(
-        "instance_output and class_output must both be ints (the head returns a tuple) or "
+        first_name + " and class_output must both be ints (the head returns a tuple) or "
         "both strs (a dict), got " + repr(first) + " and " + repr(second)
     )
 
@@ -162,8 +187,8 @@ class Pipeline(nn.Module):
 
     Attributes:
         output_names (tuple of str): the outputs of ``forward``, in order.
-        kind (str): ``single_instance``, ``centroid``, ``topdown`` or
-            ``multi_class_topdown``.
+        kind (str): ``single_instance``, ``centroid``, ``topdown``,
+            ``multi_class_topdown`` or ``multi_class_bottomup``.
     """
 
     output_names: tuple[str, ...] = ()
@@ -188,7 +213,8 @@ class Pipeline(nn.Module):
         """Smallest frame height and width an export is made for: the frame head's maps
         are at least 2 x 2 (``torch.export`` specialises sizes of 0 and 1)."""
         stride = max(float(getattr(self, "stride", 1.0)),
-                     float(getattr(self, "centroid_stride", 1.0)), 1.0)
+                     float(getattr(self, "centroid_stride", 1.0)),
+                     float(getattr(self, "class_stride", 1.0)), 1.0)
         return max(2, math.ceil((2.0 * stride + 1.0) * self.den / self.num))
 
     def prepare(self, image: torch.Tensor) -> torch.Tensor:
