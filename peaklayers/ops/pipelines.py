@@ -17,6 +17,8 @@ both ONNX exporters; :attr:`Pipeline.output_names` names its outputs in order.
 ``find_centroids``; ``centroids_and_crops``, then ``instance_peaks`` or
 ``instance_peaks_and_classes``), so the stages can also be exported on their own and
 joined with ONNX heads (:func:`peaklayers.exporting.compose_pipeline`).
+
+Multi-class bottom-up (class maps) is :mod:`.bottomup_pipeline`, on the same base.
 """
 
 import math
