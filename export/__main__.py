@@ -92,7 +92,8 @@ def _pipeline_parser(sub) -> None:
                                          "verify")
     p.add_argument("kind", choices=KINDS)
     p.add_argument("heads", nargs="+", metavar="HEAD",
-                   help="one head (single-instance, centroid) or CENTROID_HEAD INSTANCE_HEAD; "
+                   help="one head (single-instance, centroid, multiclass-bottom-up) or "
+                        "CENTROID_HEAD INSTANCE_HEAD; "
                         "TorchScript archives are code: give only archives you trust; ONNX "
                         "heads are joined with onnx.compose")
     p.add_argument("--out", required=True, help="output folder (replaced when complete)")
@@ -101,7 +102,11 @@ def _pipeline_parser(sub) -> None:
                         "library's model.onnx + export_metadata.json (default: peaklayers)")
     p.add_argument("--crop-size", default=None, metavar="H,W", help="top-down crop size")
     p.add_argument("--max-instances", type=int, default=None, help="instance slots")
+    p.add_argument("--max-peaks", type=int, default=None,
+                   help="multiclass-bottom-up: peak slots per body part")
     p.add_argument("--stride", type=float, default=1.0, help="head output stride (1)")
+    p.add_argument("--class-stride", type=float, default=None,
+                   help="multiclass-bottom-up: class maps' output stride (default: --stride)")
     p.add_argument("--centroid-stride", type=float, default=1.0,
                    help="top-down: centroid head output stride (1)")
     p.add_argument("--instance-stride", type=float, default=1.0,
@@ -117,7 +122,7 @@ def _pipeline_parser(sub) -> None:
     p.add_argument("--node-names", default=None, metavar="a,b,...",
                    help="body-part names, one per part the heads find")
     p.add_argument("--class-names", default=None, metavar="a,b,...",
-                   help="multiclass-top-down: identity names, one per class")
+                   help="multi-class pipelines: identity names, one per class")
     p.add_argument("--input-shape", default=None, metavar="C,H,W",
                    help="example frames where a head does not fix them")
     frames = p.add_mutually_exclusive_group()
@@ -127,9 +132,11 @@ def _pipeline_parser(sub) -> None:
                         help="the graph takes float32 [0, 1] frames instead")
     p.set_defaults(float_input=False)
     p.add_argument("--instance-output", default=None,
-                   help="tuple index or dict key of the maps in the (instance) head's output")
+                   help="tuple index or dict key of the maps in the (instance) head's output "
+                        "(multiclass: default 0)")
     p.add_argument("--class-output", default=None,
-                   help="multiclass-top-down: tuple index or dict key of the class vectors")
+                   help="multiclass: tuple index or dict key of the class vectors (top-down) "
+                        "or class maps (bottom-up); default 1")
     p.add_argument("--provider", choices=PROVIDERS, default="auto",
                    help="ONNX Runtime provider used for verification (auto)")
     p.add_argument("--opset", type=int, default=None, help="ONNX opset")

@@ -5,7 +5,11 @@ A graph is recognised by its output names alone, the pipelines' own
 (:data:`peaklayers.exporting.sleap_nn.SLEAP_NN_OUTPUTS`). Only valid slots become
 instances; a single-instance frame has one instance when any body part was found. For a
 multi-class top-down graph the valid slots of each frame are assigned to classes on the
-host (:func:`peaklayers.serving.pipelines.assign_instance_classes`, SPEC §3.2).
+host (:func:`peaklayers.serving.pipelines.assign_instance_classes`, SPEC §3.2). For a
+multi-class bottom-up graph the peaks of each frame are grouped on the host
+(:func:`peaklayers.serving.pipelines.assign_peak_classes`, SPEC §3.1): instance k is class
+k, present when any of its body parts was kept; each body part has its own class
+probability, and the instance's ``class_prob`` is their mean.
 """
 
 from __future__ import annotations
@@ -17,16 +21,18 @@ import numpy as np
 
 from peaklayers import (
     CentroidPipeline,
+    MultiClassBottomUpPipeline,
     MultiClassTopDownPipeline,
     SingleInstancePipeline,
     TopDownPipeline,
 )
 from peaklayers.exporting.sleap_nn import SLEAP_NN_OUTPUTS
-from peaklayers.serving.pipelines import assign_instance_classes
+from peaklayers.serving.pipelines import assign_instance_classes, assign_peak_classes
 
 # The tool's pipeline words (as in ``python -m export pipeline KIND``) for each pipeline.
 _KINDS = {SingleInstancePipeline: "single-instance", CentroidPipeline: "centroid",
-          TopDownPipeline: "top-down", MultiClassTopDownPipeline: "multiclass-top-down"}
+          TopDownPipeline: "top-down", MultiClassTopDownPipeline: "multiclass-top-down",
+          MultiClassBottomUpPipeline: "multiclass-bottom-up"}
 
 
 def pipeline_layout(output_names: Sequence[str]) -> tuple[str, str] | None:
@@ -36,7 +42,7 @@ def pipeline_layout(output_names: Sequence[str]) -> tuple[str, str] | None:
     for cls, kind in _KINDS.items():
         if names == tuple(cls.output_names):
             return kind, "peaklayers"
-        if names == SLEAP_NN_OUTPUTS[cls][1]:
+        if cls in SLEAP_NN_OUTPUTS and names == SLEAP_NN_OUTPUTS[cls][1]:
             return kind, "sleap-nn"
     return None
 
@@ -45,11 +51,24 @@ def instance_arrays(outputs: dict[str, np.ndarray], kind: str) -> dict[str, np.n
     """One batch of outputs in one form: ``centroids (S, I, 2)``, ``centroid_vals (S, I)``
     (None without centroids), ``peaks (S, I, N, 2)``, ``peak_vals (S, I, N)`` (None for a
     centroid graph), ``valid (S, I)`` bool, and for multi-class graphs ``class_inds (S, I)``
-    int64 (-1: unassigned) and ``class_scores (S, I)``.
+    int64 (-1: unassigned) and ``class_scores (S, I)``; for multi-class bottom-up also
+    ``node_class_probs (S, I, N)`` (the instances are the classes, ``I = K``).
 
-    Raises ValueError for class vectors the assignment refuses (non-finite ones)."""
+    Raises ValueError for class probabilities the assignment refuses (non-finite ones)."""
     arrays: dict[str, np.ndarray | None] = dict.fromkeys(
-        ("centroids", "centroid_vals", "peaks", "peak_vals", "class_inds", "class_scores"))
+        ("centroids", "centroid_vals", "peaks", "peak_vals", "class_inds", "class_scores",
+         "node_class_probs"))
+    if kind == "multiclass-bottom-up":
+        points, point_vals, probs = assign_peak_classes(
+            outputs["peaks"], outputs["peak_vals"], outputs["peak_valid"].astype(bool),
+            outputs["class_probs"])
+        kept = np.isfinite(points).all(axis=-1)
+        arrays["peaks"], arrays["peak_vals"], arrays["node_class_probs"] = points, point_vals, probs
+        arrays["valid"] = kept.any(axis=-1)
+        arrays["class_inds"] = np.broadcast_to(np.arange(points.shape[1]), kept.shape[:2])
+        with np.errstate(invalid="ignore", divide="ignore"):
+            arrays["class_scores"] = np.where(kept, probs, 0).sum(-1) / kept.sum(-1)
+        return arrays
     if kind == "single-instance":
         arrays["peaks"] = outputs["peaks"][:, None]
         arrays["peak_vals"] = outputs["peak_vals"][:, None]
@@ -93,6 +112,9 @@ def _instance(arrays: dict, s: int, i: int, node_names: Sequence[str]) -> dict:
              "value": _number(arrays["peak_vals"][s, i, n]),
              "valid": bool(math.isfinite(x) and math.isfinite(y))}
             for n, (x, y) in enumerate(arrays["peaks"][s, i].tolist())]
+        if arrays["node_class_probs"] is not None:
+            for n, node in enumerate(entry["nodes"]):
+                node["class_prob"] = _number(arrays["node_class_probs"][s, i, n])
     return entry
 
 
@@ -111,9 +133,9 @@ def csv_columns(kind: str) -> list[str]:
     """The CSV columns for a pipeline ``kind``: one row per instance and body part (per
     instance for a centroid graph)."""
     columns = ["file", "frame", "instance"]
-    if kind == "multiclass-top-down":
+    if kind.startswith("multiclass"):
         columns += ["class", "class_prob"]
-    if kind != "single-instance":
+    if kind not in ("single-instance", "multiclass-bottom-up"):
         columns += ["centroid_x", "centroid_y", "centroid_value"]
     if kind != "centroid":
         columns += ["node", "x", "y", "value", "valid"]
@@ -132,6 +154,8 @@ def csv_rows(file: str, record: dict) -> Iterator[dict]:
             yield row
             continue
         for node in inst["nodes"]:
+            # A bottom-up row's class probability is its body part's own.
             yield dict(row, node=node["node"], x=node["x"], y=node["y"], value=node["value"],
-                       valid="true" if node["valid"] else "false")
+                       valid="true" if node["valid"] else "false",
+                       class_prob=node.get("class_prob", row["class_prob"]))
 

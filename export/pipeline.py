@@ -1,7 +1,8 @@
 """``python -m export pipeline KIND HEAD [HEAD]``: a whole pipeline (frames in, frame-pixel
 points out) around the user's trained heads, exported, verified and written (SPEC §5).
 
-KIND is ``single-instance``, ``centroid``, ``top-down`` or ``multiclass-top-down``. HEADs are
+KIND is ``single-instance``, ``centroid``, ``top-down``, ``multiclass-top-down`` or
+``multiclass-bottom-up`` (one head: part maps and class maps; no sleap-nn format). HEADs are
 TorchScript archives, ``torch.export`` programs or ONNX models taking float ``[0, 1]``
 images (ONNX heads: :mod:`.pipeline_onnx`). The graph
 takes uint8 frames (``--float-input``: float32 in ``[0, 1]``). ``--format peaklayers``
@@ -20,6 +21,7 @@ import torch
 
 from peaklayers import (
     CentroidPipeline,
+    MultiClassBottomUpPipeline,
     MultiClassTopDownPipeline,
     SingleInstancePipeline,
     TopDownPipeline,
@@ -31,7 +33,9 @@ from .common import ToolError, first_line, step
 from .formats import FORMATS, Job, effective_opset, torch_backend
 from .steps import TritonOptions, check_outputs, export_verify_write, format_writer
 
-KINDS = ("single-instance", "centroid", "top-down", "multiclass-top-down")
+KINDS = ("single-instance", "centroid", "top-down", "multiclass-top-down",
+         "multiclass-bottom-up")
+ONE_HEAD = ("single-instance", "centroid", "multiclass-bottom-up")
 PIPELINE_FORMATS = ("peaklayers", "sleap-nn")
 
 
@@ -112,7 +116,9 @@ def labels(outputs: dict[str, torch.Tensor], node_names: str | None, class_names
     ``class_probs``."""
     peaks = outputs.get("peaks")
     classes = outputs.get("class_probs")
-    nodes = _split_names(node_names, None if peaks is None else int(peaks.shape[-2]),
+    # Body parts are the axis before (x, y), or axis 1 before the bottom-up slots.
+    parts_axis = 1 if "peak_valid" in outputs else -2
+    nodes = _split_names(node_names, None if peaks is None else int(peaks.shape[parts_axis]),
                          "--node-names", "body parts")
     names = _split_names(class_names, None if classes is None else int(classes.shape[-1]),
                          "--class-names", "classes")
@@ -121,7 +127,8 @@ def labels(outputs: dict[str, torch.Tensor], node_names: str | None, class_names
 
 def build(kind: str, heads: list[torch.nn.Module], *, crop_size, max_instances, stride,
           centroid_stride, instance_stride, input_scale, max_stride, instance_input_scale,
-          threshold, peak_threshold, refinement, patch_size, instance_output, class_output):
+          threshold, peak_threshold, refinement, patch_size, instance_output, class_output,
+          max_peaks=None, class_stride=None):
     """The pipeline module for ``kind``; ValueError/TypeError name the bad setting."""
     peaks = dict(input_scale=input_scale, max_stride=max_stride, threshold=threshold,
                  refinement=None if refinement == "none" else refinement,
@@ -131,6 +138,11 @@ def build(kind: str, heads: list[torch.nn.Module], *, crop_size, max_instances, 
                                       **peaks)
     if kind == "centroid":
         return CentroidPipeline(heads[0], max_instances, stride=stride, **peaks)
+    if kind == "multiclass-bottom-up":
+        return MultiClassBottomUpPipeline(
+            heads[0], max_peaks, stride=stride, class_stride=class_stride,
+            maps_output=0 if instance_output is None else instance_output,
+            class_output=1 if class_output is None else class_output, **peaks)
     settings = dict(centroid_stride=centroid_stride, instance_stride=instance_stride,
                     instance_input_scale=instance_input_scale, peak_threshold=peak_threshold,
                     **peaks)
@@ -152,9 +164,10 @@ def run(kind: str, heads: list[str], out: str, format: str = "peaklayers",
         input_shape: str | None = None,
         float_input: bool = False, instance_output: str | None = None,
         class_output: str | None = None, provider: str = "auto", opset: int | None = None,
+        max_peaks: int | None = None, class_stride: float | None = None,
         **_: object) -> dict:
     """Build the ``kind`` pipeline around ``heads``, export, verify, write ``out``."""
-    wanted = 1 if kind in ("single-instance", "centroid") else 2
+    wanted = 1 if kind in ONE_HEAD else 2
     if len(heads) != wanted:
         raise ToolError(f"pipeline {kind} takes {wanted} head file(s), got {len(heads)}")
     if kind in ("centroid", "top-down", "multiclass-top-down") and max_instances is None:
@@ -162,6 +175,12 @@ def run(kind: str, heads: list[str], out: str, format: str = "peaklayers",
     crop = _pair(crop_size, "--crop-size")
     if kind in ("top-down", "multiclass-top-down") and crop is None:
         raise ToolError(f"pipeline {kind} needs --crop-size H,W")
+    if kind == "multiclass-bottom-up" and max_peaks is None:
+        raise ToolError(f"pipeline {kind} needs --max-peaks (peak slots per body part)")
+    if kind == "multiclass-bottom-up" and format == "sleap-nn":
+        raise ToolError(f"--format sleap-nn has no {kind} model type (the reference's "
+                        "exported-model format covers single-instance, centroid and top-down "
+                        "pipelines): use --format peaklayers")
     if format == "sleap-nn" and float_input:
         raise ToolError("--format sleap-nn takes uint8 frames: drop --float-input")
     check_outputs(Path(out), None)
@@ -169,7 +188,8 @@ def run(kind: str, heads: list[str], out: str, format: str = "peaklayers",
                     centroid_stride=centroid_stride, instance_stride=instance_stride,
                     input_scale=input_scale, max_stride=max_stride,
                     instance_input_scale=instance_input_scale, threshold=threshold,
-                    peak_threshold=peak_threshold, refinement=refinement, patch_size=patch_size)
+                    peak_threshold=peak_threshold, refinement=refinement, patch_size=patch_size,
+                    max_peaks=max_peaks, class_stride=class_stride)
     if any(loaders.detect_kind(Path(p)) == "onnx" for p in heads):
         from .pipeline_onnx import run_with_onnx_heads
 
@@ -249,5 +269,5 @@ def run(kind: str, heads: list[str], out: str, format: str = "peaklayers",
                                triton_options=TritonOptions())
 
 
-__all__ = ["FORMATS", "KINDS", "PIPELINE_FORMATS", "build", "frames_for", "run",
+__all__ = ["FORMATS", "KINDS", "ONE_HEAD", "PIPELINE_FORMATS", "build", "frames_for", "run",
            "verification_frames"]

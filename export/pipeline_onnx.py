@@ -33,7 +33,7 @@ def _heads(kind: str, paths: list[str], instance_output: str | None,
     """One :class:`OnnxHead` per file, reading the outputs the pipeline needs: the first
     output of a centroid head (as for TorchScript heads); the ``--instance-output`` of the
     other heads (default the first), and the ``--class-output`` (default the second) of a
-    multi-class one."""
+    multi-class one (the instance head, or the bottom-up head)."""
     top_down = kind in ("top-down", "multiclass-top-down")
     heads = []
     for index, path in enumerate(paths):
@@ -42,7 +42,7 @@ def _heads(kind: str, paths: list[str], instance_output: str | None,
             head = OnnxHead(path, name=f"{role} {path}")
         except ValueError as error:
             raise ToolError(str(error)) from None
-        if kind == "multiclass-top-down" and index == 1:
+        if (kind == "multiclass-top-down" and index == 1) or kind == "multiclass-bottom-up":
             maps, classes = _selector(instance_output), _selector(class_output)
             chosen = (0 if maps is None else maps, 1 if classes is None else classes)
             flags = "--instance-output/--class-output"

@@ -15,6 +15,7 @@ import importlib
 from typing import Any
 
 from . import functional
+from .ops.bottomup_pipeline import MultiClassBottomUpPipeline
 from .ops.class_maps import ClassMapLookup, class_probabilities
 from .ops.crops import CentredCrops, centred_crops
 from .ops.frames import PrepareFrames, prepare_frames, to_frame_pixels
@@ -41,6 +42,7 @@ _LAZY = {
     "export_program": ".exporting",
     "export_sleap_nn": ".exporting.sleap_nn",
     "assign_instance_classes": ".serving.pipelines",
+    "assign_peak_classes": ".serving.pipelines",
     "output_names_for": ".exporting",
     "PeakSession": ".serving.runtime",
     "ProviderUnavailableError": ".serving.runtime",
@@ -69,6 +71,7 @@ __all__ = [
     "ClassMapLookup",
     "GlobalPeaks",
     "LocalPeaks",
+    "MultiClassBottomUpPipeline",
     "MultiClassTopDownPipeline",
     "Output",
     "PeakSession",
@@ -80,6 +83,7 @@ __all__ = [
     "TopDownPipeline",
     "TopKPeaks",
     "assign_instance_classes",
+    "assign_peak_classes",
     "centred_crops",
     "class_probabilities",
     "export_onnx",

@@ -6,6 +6,7 @@ peak where the blobs are and every backend computes the same maps to float round
 """
 
 import math
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -115,3 +116,54 @@ def animals_for(samples: int, height: int, width: int, count: int, seed: int = 0
                 centres.append((x, y))
         out.append(centres)
     return out
+
+
+class PartsClassMaps(Parts):
+    """Bottom-up multi-class head: :class:`Parts` maps (after average pooling by ``stride``)
+    and ``classes`` class maps at ``class_stride``, returned as ``(maps, class_maps)`` or,
+    with ``keys``, as a dict under those two keys.
+
+    The class maps depend on the position only: class k is most probable in the k-th of
+    ``classes`` vertical bands of the frame (a softmax of each band's distance, tilted a
+    little by the row), so an animal's class is known from where it is drawn. The band
+    edges are moved off pixel centres so that no pixel has two equally probable classes.
+    """
+
+    def __init__(self, stride: int = 1, class_stride: int = 1, classes: int = 2,
+                 keys: Optional[tuple[str, str]] = None):
+        super().__init__()
+        self.stride = stride
+        self.class_stride = class_stride
+        self.classes = classes
+        self.keys = keys if keys is not None else ("", "")
+
+    def _class_maps(self, x: torch.Tensor) -> torch.Tensor:
+        image = x.mean(dim=1, keepdim=True)
+        # Positions from the input's sizes, so every exporter keeps them dynamic (a cumsum
+        # of ones instead leaves torch.export guards on the padded frame size).
+        height, width = image.shape[2], image.shape[3]
+        columns = torch.arange(width, dtype=image.dtype, device=image.device)
+        rows = torch.arange(height, dtype=image.dtype, device=image.device)[:, None]
+        across = (columns + 0.63) / width + image * 0.0
+        down = (rows + 1.0) / height
+        # The row term keeps two peaks in one column from having equal probabilities.
+        logits = torch.cat([-12.0 * (across - (k + 0.5) / self.classes).abs() + 0.5 * k * down
+                            for k in range(self.classes)], dim=1)
+        if self.class_stride > 1:
+            logits = F.avg_pool2d(logits, self.class_stride)
+        return torch.softmax(logits, dim=1)
+
+    def both(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        pooled = F.avg_pool2d(x, self.stride) if self.stride > 1 else x
+        return _part_maps(pooled, self.kernel), self._class_maps(x)
+
+
+class PartsClassMapsTuple(PartsClassMaps):
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.both(x)
+
+
+class PartsClassMapsDict(PartsClassMaps):
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        maps, class_maps = self.both(x)
+        return {self.keys[0]: maps, self.keys[1]: class_maps}

@@ -33,6 +33,7 @@ import pipeline_heads as ph  # noqa: E402
 from export.__main__ import main  # noqa: E402
 from peaklayers import (  # noqa: E402
     CentroidPipeline,
+    MultiClassBottomUpPipeline,
     MultiClassTopDownPipeline,
     SingleInstancePipeline,
     TopDownPipeline,
@@ -82,6 +83,8 @@ def heads(tmp_path_factory) -> dict[str, Path]:
         "tuple": _to_onnx(ph.PartsTuple(), folder / "tuple.onnx", outputs=("half", "maps")),
         "classes": _to_onnx(ph.PartsClasses(), folder / "classes.onnx",
                             outputs=("maps", "classes")),
+        "bottomup": _to_onnx(ph.PartsClassMapsTuple(stride=2, class_stride=4),
+                             folder / "bottomup.onnx", outputs=("maps", "class_maps")),
         "two_inputs": _to_onnx(_TwoInputs(), folder / "two_inputs.onnx",
                                example=(torch.rand(2, 1, 8, 8), torch.rand(2, 1, 8, 8)),
                                inputs=("x", "y"), axes={}),
@@ -139,6 +142,15 @@ CASES = {
                                           16, 3, instance_output="maps",
                                           class_output="classes"),
         False),
+    "multiclass-bottom-up": (
+        ["bottomup"], ["--max-peaks", "3", "--stride", "2", "--class-stride", "4",
+                       "--max-stride", "4"],
+        lambda f: MultiClassBottomUpPipeline(OnnxHead(f["bottomup"], outputs=(0, 1)), 3,
+                                             stride=2, class_stride=4, max_stride=4),
+        lambda: MultiClassBottomUpPipeline(
+            _scripted(ph.PartsClassMapsTuple(stride=2, class_stride=4)), 3, stride=2,
+            class_stride=4, max_stride=4),
+        False),
 }
 
 
@@ -189,7 +201,7 @@ def test_onnx_heads_pipeline_matches_references(tmp_path, heads, kind):
 
     # Ground truth from the drawing, loosely: the integral over a 5 x 5 patch of a blurred
     # blob (zero-padded near borders) is biased by up to about a pixel.
-    if kind != "single-instance":
+    if kind not in ("single-instance", "multiclass-bottom-up"):
         centroids, valid = got[0], got[staged.output_names.index("instance_valid")]
         assert valid.sum(axis=1).tolist() == [2, 2, 2]
         for s, centres in enumerate(animals):
@@ -232,6 +244,8 @@ def test_bad_onnx_heads_are_one_clear_error(tmp_path, heads):
          ["--instance-output/--class-output", f["parts"], "no output index 1"]),
         (["multiclass-top-down", f["centroid"], f["classes"], "--class-output", "probs",
           *top_down], ["--class-output", f["classes"], "no output 'probs'"]),
+        (["multiclass-bottom-up", f["parts"], "--max-peaks", "2", "--input-shape", "1,48,56"],
+         ["--instance-output/--class-output", f["parts"], "no output index 1"]),
         (["top-down", f["centroid"], f["fixed_crop"], *top_down],
          [f["fixed_crop"], "20, 20", "16, 16"]),
         (["top-down", f["parts"], f["parts"], *top_down], ["one channel"]),

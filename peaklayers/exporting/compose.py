@@ -2,15 +2,16 @@
 
 The pipeline's own parts are its stage methods (:meth:`~peaklayers.Pipeline.prepare`,
 ``find_peaks``, ``find_centroids``, ``centroids_and_crops``, ``instance_peaks``,
-``instance_peaks_and_classes``), each exported on its own with the TorchScript-based
-exporter (dynamic batch, frame and map sizes), and joined with the heads in the order
-``forward`` calls them::
+``instance_peaks_and_classes``, ``peaks_and_classes``), each exported on its own with the
+TorchScript-based exporter (dynamic batch, frame and map sizes), and joined with the heads
+in the order ``forward`` calls them::
 
     single-instance   image → prepare → head → find_peaks
     centroid          image → prepare → head → find_centroids
     top-down          image → prepare → centroid head → centroids_and_crops(image, ·)
                             → instance head (crops) → instance_peaks(·, valid, top_left)
     multi-class       ... → instance head → instance_peaks_and_classes(maps, classes, ...)
+    bottom-up         image → prepare → head → peaks_and_classes(maps, class_maps)
 
 Every part's internal names get a prefix (``stage1/``, ``head/``, ...) with
 ``onnx.compose.add_prefix``, so nothing clashes with names in the heads. All parts must
@@ -44,6 +45,7 @@ _HEADS = {  # pipeline kind → (attribute of the head, role, outputs read)
     "topdown": (("centroid_head", "centroid head", 1), ("instance_head", "instance head", 1)),
     "multi_class_topdown": (("centroid_head", "centroid head", 1),
                             ("instance_head", "instance head", 2)),
+    "multi_class_bottomup": (("head", "head", 2),),
 }
 
 
@@ -53,8 +55,8 @@ def onnx_heads(pipeline: Pipeline) -> list[OnnxHead]:
     A head read by the frames (every head but top-down's instance head) needs dynamic
     height and width: frame sizes vary. Each head's selected outputs must be exactly what
     the pipeline reads (one: the maps; the multi-class instance head two: maps and class
-    vectors), chosen with ``OnnxHead(outputs=...)`` and the pipeline's selectors left at
-    their defaults.
+    vectors; the multi-class bottom-up head two: maps and class maps), chosen with
+    ``OnnxHead(outputs=...)`` and the pipeline's selectors left at their defaults.
 
     Raises:
         TypeError: ``pipeline`` is not a pipeline, or a head is not an :class:`OnnxHead`.
@@ -73,8 +75,9 @@ def onnx_heads(pipeline: Pipeline) -> list[OnnxHead]:
         plain = (type(wrapper).__name__ == "_Whole" if count == 1 else
                  (getattr(wrapper, "first", None), getattr(wrapper, "second", None)) == (0, 1))
         if not plain or len(head.output_names) != count:
+            second = "class maps" if pipeline.kind == "multi_class_bottomup" else "class vectors"
             raise ValueError(f"{head.name}: the {role} must return exactly the "
-                             f"{'maps' if count == 1 else 'maps and the class vectors'} "
+                             f"{'maps' if count == 1 else 'maps and the ' + second} "
                              "(choose them with OnnxHead(outputs=...)), it returns "
                              f"{list(head.output_names)}")
         if attribute != "instance_head" and any(d is not None for d in head.input_dims[2:]):
@@ -285,12 +288,18 @@ def compose_pipeline(pipeline: Pipeline, example: torch.Tensor, *, input_name: s
         prepared = join.stage("prepare", {input_name: (frames, image)},
                               {"frames": {0: "batch", 2: "frames_height", 3: "frames_width"}},
                               {}, ["frames"])
-        (maps,), (maps_name,) = join.head(0, "frames", prepared, [])
-        maps_in = (maps, {0: "batch", 2: "map_height", 3: "map_width"})
+        outs, out_names = join.head(0, "frames", prepared, [])
+        maps_in = (outs[0], {0: "batch", 2: "map_height", 3: "map_width"})
+        maps_name = out_names[0]
         if pipeline.kind in ("single_instance", "centroid"):
             method = "find_peaks" if pipeline.kind == "single_instance" else "find_centroids"
             join.stage(method, {"maps": maps_in}, dict.fromkeys(names, slots),
                        {"maps": maps_name}, names)
+        elif pipeline.kind == "multi_class_bottomup":
+            class_in = (outs[1], {0: "batch", 2: "class_map_height", 3: "class_map_width"})
+            join.stage("peaks_and_classes", {"maps": maps_in, "class_maps": class_in},
+                       dict.fromkeys(names, slots),
+                       {"maps": maps_name, "class_maps": out_names[1]}, names)
         else:
             _join_top_down(join, frames, maps_in, maps_name, input_name, names)
 

@@ -17,6 +17,8 @@ both ONNX exporters; :attr:`Pipeline.output_names` names its outputs in order.
 ``find_centroids``; ``centroids_and_crops``, then ``instance_peaks`` or
 ``instance_peaks_and_classes``), so the stages can also be exported on their own and
 joined with ONNX heads (:func:`peaklayers.exporting.compose_pipeline`).
+
+Multi-class bottom-up (class maps) is :mod:`.bottomup_pipeline`, on the same base.
 """
 
 import math
@@ -182,17 +184,18 @@ def _one_output(head: object, selector: Selector, name: str) -> nn.Module:
     return _Indexed(module, selector, selector_name)
 
 
-def _two_outputs(head: object, first: Selector, second: Selector, name: str) -> nn.Module:
+def _two_outputs(head: object, first: Selector, second: Selector, name: str,
+                 first_name: str = "instance_output") -> nn.Module:
     module = _check_head(head, name)
-    _check_selector(first, _selector_name(name))
+    _check_selector(first, first_name)
     _check_selector(second, "class_output")
-    names = (_selector_name(name), "class_output")
+    names = (first_name, "class_output")
     if isinstance(first, int) and isinstance(second, int):
         return _IndexedPair(module, first, second, names)
     if isinstance(first, str) and isinstance(second, str):
         return _KeyedPair(module, first, second, names)
     raise TypeError(
-        "instance_output and class_output must both be ints (the head returns a tuple) or "
+        first_name + " and class_output must both be ints (the head returns a tuple) or "
         "both strs (a dict), got " + repr(first) + " and " + repr(second)
     )
 
@@ -213,8 +216,8 @@ class Pipeline(nn.Module):
 
     Attributes:
         output_names (tuple of str): the outputs of ``forward``, in order.
-        kind (str): ``single_instance``, ``centroid``, ``topdown`` or
-            ``multi_class_topdown``.
+        kind (str): ``single_instance``, ``centroid``, ``topdown``,
+            ``multi_class_topdown`` or ``multi_class_bottomup``.
     """
 
     output_names: tuple[str, ...] = ()
@@ -239,7 +242,8 @@ class Pipeline(nn.Module):
         """Smallest frame height and width an export is made for: the frame head's maps
         are at least 2 x 2 (``torch.export`` specialises sizes of 0 and 1)."""
         stride = max(float(getattr(self, "stride", 1.0)),
-                     float(getattr(self, "centroid_stride", 1.0)), 1.0)
+                     float(getattr(self, "centroid_stride", 1.0)),
+                     float(getattr(self, "class_stride", 1.0)), 1.0)
         return max(2, math.ceil((2.0 * stride + 1.0) * self.den / self.num))
 
     def prepare(self, image: torch.Tensor) -> torch.Tensor:
