@@ -1,5 +1,7 @@
 """The three peak layers and their functions against the pixel-loop oracle (SPEC §1)."""
 
+import contextlib
+
 import numpy as np
 import pytest
 import torch
@@ -7,6 +9,7 @@ import torch
 import cases
 import oracle
 from peaklayers import GlobalPeaks, LocalPeaks, TopKPeaks, global_peaks, local_peaks, topk_peaks
+from peaklayers.ops import topk_peaks as topk_module
 
 PX = 1e-5  # tolerance of refined points, in map pixels
 
@@ -48,17 +51,31 @@ def check_local(
     return points.shape[0]
 
 
+@contextlib.contextmanager
+def dense_topk_selection():
+    """Eager ``topk_peaks`` selecting as its graphs do: densely, with fixed shapes."""
+    saved = topk_module._in_graph
+    topk_module._in_graph = lambda: True
+    try:
+        yield
+    finally:
+        topk_module._in_graph = saved
+
+
 def check_topk(
     cms, k, threshold=0.2, refinement="integral", patch_size=5, stride=1.0, flat_tops="drop"
 ):
-    points, vals, valid = topk_peaks(cms, k, threshold, refinement, patch_size, stride, flat_tops)
-    exp_points, exp_vals, exp_valid = oracle.topk_peaks(
-        cms, k, threshold, refinement, patch_size, stride, flat_tops
-    )
-    assert points.shape == (*cms.shape[:2], k, 2) and valid.dtype == torch.bool
-    np.testing.assert_array_equal(valid.numpy(), exp_valid)
-    np.testing.assert_array_equal(vals.double().numpy(), exp_vals)
-    assert_points(points, exp_points, PX * stride)
+    """Both selections of ``topk_peaks`` (eager's from the peaks found, the graphs' dense
+    one) against the oracle."""
+    args = (k, threshold, refinement, patch_size, stride, flat_tops)
+    exp_points, exp_vals, exp_valid = oracle.topk_peaks(cms, *args)
+    with dense_topk_selection():
+        dense = topk_peaks(cms, *args)
+    for points, vals, valid in (topk_peaks(cms, *args), dense):
+        assert points.shape == (*cms.shape[:2], k, 2) and valid.dtype == torch.bool
+        np.testing.assert_array_equal(valid.numpy(), exp_valid)
+        np.testing.assert_array_equal(vals.double().numpy(), exp_vals)
+        assert_points(points, exp_points, PX * stride)
     module = TopKPeaks(k, threshold, refinement, patch_size, stride, flat_tops)(cms)
     assert torch.equal(module[2], valid) and torch.equal(module[1], vals)
     return int(valid.sum())

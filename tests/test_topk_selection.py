@@ -97,3 +97,25 @@ def test_more_slots_than_rows_or_columns(shape, k):
        st.integers(1, 9), st.sampled_from(["drop", "merge"]))
 def test_ties_match_oracle(cms, k, flat_tops):
     check_topk(torch.from_numpy(cms), k, 0.2, None, flat_tops=flat_tops)
+
+
+@pytest.mark.parametrize("flat_tops", ["drop", "merge"])
+@pytest.mark.parametrize("shape", [(0, 3, 6, 5), (2, 0, 6, 5), (3, 4, 1, 1), (2, 3, 1, 9)])
+def test_empty_and_tiny_maps(shape, flat_tops):
+    """No maps, no pixels beside the peak, k beyond every pixel: both selections."""
+    gen = torch.Generator().manual_seed(sum(shape))
+    check_topk(torch.rand(shape, generator=gen), 5, 0.2, None, flat_tops=flat_tops)
+
+
+@pytest.mark.parametrize("flat_tops", ["drop", "merge"])
+def test_equal_peaks_in_many_maps(flat_tops):
+    """Equal peaks in every map, fewer and more than k per map: each map keeps its own
+    first k in row-major order, whatever the other maps hold."""
+    cms = torch.zeros(3, 4, 9, 10)
+    for m in range(12):
+        s, c = divmod(m, 4)
+        for i in range(m):
+            cms[s, c, 2 * (i // 5), 2 * (i % 5)] = 0.5 if i % 3 else 0.75
+    for k in (1, 3, 7):
+        check_topk(cms, k, 0.2, None, flat_tops=flat_tops)
+        check_topk(cms.half(), k, 0.2, None, flat_tops=flat_tops)

@@ -16,9 +16,9 @@ from ._checks import (
 )
 from ._layer import LocalPeakLayer
 from ._windows import pixel_windows
-from .flat_tops import flat_top_rejected, merged_offsets
+from .flat_tops import flat_top_maxima, flat_top_rejected, merged_offsets
 from .integral import integral_offsets
-from .nms import strict_maxima_scores
+from .nms import strict_maxima, strict_maxima_scores
 from .outputs import Output
 
 
@@ -111,6 +111,67 @@ def _top_pixels(
     return ys, slots - picked_row * width, candidates.gather(2, slots)
 
 
+def _top_peaks_found(
+    cms: torch.Tensor, k: int, threshold: float, flat_tops: str
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`_top_pixels` of the peak scores, from the peaks above ``threshold`` only.
+
+    The slots that stay valid are the same: a peak at or below the threshold is never
+    valid, and it ranks below every peak above it. The peaks are found as
+    :func:`local_peaks` finds them, from the rows reaching above the threshold, which
+    in eager PyTorch is several times cheaper than any dense pass over the maps; the
+    ``k`` best of each map are then picked from that short list. Its length depends on
+    the data, so graphs keep the dense selection.
+
+    Args:
+        cms (Tensor[S, C, H, W]): confidence maps, floating point.
+        k (int): number of slots.
+        threshold (float): peaks must be strictly greater (compared in ``cms.dtype``).
+        flat_tops (str): ``"drop"`` or ``"merge"`` (flat tops by their anchors).
+
+    Returns:
+        ys, xs (Tensor[S, C, k], int64 each): row and column of each slot, 0 where the
+            slot is empty.
+        vals (Tensor[S, C, k], dtype of ``cms``): the value of each slot, ``-inf``
+            where it is empty.
+    """
+    samples, channels, height = cms.shape[0], cms.shape[1], cms.shape[2]
+    if flat_tops == "merge":
+        rows, cols, _, _ = flat_top_maxima(cms, threshold)
+    else:
+        rows, cols = strict_maxima(cms, threshold)
+    vals = cms.reshape(-1, cms.shape[3])[rows, cols]
+    # Found in row-major order within each map; two stable sorts give value descending,
+    # ties in that order, maps in order.
+    order = torch.sort(vals, descending=True, stable=True)[1]
+    maps = rows[order] // height
+    order = order[torch.sort(maps, stable=True)[1]]
+    maps = rows[order] // height
+    counts = torch.bincount(maps, minlength=samples * channels)
+    rank = torch.arange(maps.shape[0], device=cms.device) - (counts.cumsum(0) - counts)[maps]
+    kept = rank < k
+    order, slots = order[kept], maps[kept] * k + rank[kept]
+    ys = torch.zeros(samples * channels * k, dtype=torch.int64, device=cms.device)
+    xs = torch.zeros_like(ys)
+    out = torch.full((samples * channels * k,), float("-inf"), dtype=cms.dtype, device=cms.device)
+    ys[slots] = rows[order] % height
+    xs[slots] = cols[order]
+    out[slots] = vals[order]
+    shape = (samples, channels, k)
+    return ys.reshape(shape), xs.reshape(shape), out.reshape(shape)
+
+
+def _in_graph() -> bool:
+    """Whether a graph is being made (traced, exported or compiled): its shapes must
+    not depend on the data. Scripted code never calls this (see topk_peaks)."""
+    return (
+        torch.jit.is_tracing()
+        or torch.onnx.is_in_onnx_export()
+        or torch.compiler.is_compiling()
+        or torch.compiler.is_exporting()
+    )
+
+
 def _by_map(t: torch.Tensor) -> torch.Tensor:
     """``t (Tensor[S, C, H, W])`` as ``Tensor[S, C, H * W]``."""
     if torch.jit.is_tracing():
@@ -176,7 +237,13 @@ def topk_peaks(
             # ONNX Runtime's CPU kernels for half-precision Max, Greater and Where are
             # several times slower than the float32 ones; widening is exact.
             maps = cms.to(torch.float32)
-    if flat_tops == "merge":
+    found: Optional[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = None
+    if not torch.jit.is_scripting():  # scripted code keeps fixed shapes too
+        if not _in_graph():
+            found = _top_peaks_found(cms, k, threshold, flat_tops)
+    if found is not None:
+        ys, xs, vals = found
+    elif flat_tops == "merge":
         scores = torch.where(flat_top_rejected(maps), maps.new_full((), float("-inf")), maps)
         ys, xs, vals = _top_pixels(scores, k)
     else:
