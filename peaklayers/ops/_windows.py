@@ -29,12 +29,16 @@ def pixel_windows(
         Tensor[N, R, K], dtype of ``cms``.
     """
     height, width = cms.shape[2], cms.shape[3]
-    rows = ys[:, None, None] + row_steps[None, :, None]  # (N, R, 1)
-    cols = xs[:, None, None] + col_steps[None, None, :]  # (N, 1, K)
-    inside = (rows >= 0) & (rows < height) & (cols >= 0) & (cols < width)
+    rows = ys.unsqueeze(1) + row_steps  # (N, R)
+    cols = xs.unsqueeze(1) + col_steps  # (N, K)
+    inside = ((rows >= 0) & (rows < height)).unsqueeze(2) & (
+        (cols >= 0) & (cols < width)
+    ).unsqueeze(1)
+    steps = row_steps.unsqueeze(1) * width + col_steps  # (R, K)
+    at = (map_inds * height + ys) * width + xs
+    flat = at.unsqueeze(1).unsqueeze(2) + steps
     # Pixels outside read index 0, then get ``fill``. ``torch.where``, not ``clamp``:
     # TensorRT's ONNX parser takes ``Clip`` on floating-point tensors only.
-    flat = (map_inds[:, None, None] * height + rows) * width + cols
     flat = torch.where(inside, flat, torch.zeros_like(flat))
-    values = cms.reshape(-1)[flat.reshape(-1)].reshape(flat.shape)
+    values = cms.take(flat)
     return torch.where(inside, values, values.new_full((), fill))

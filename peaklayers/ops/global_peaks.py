@@ -3,6 +3,7 @@
 from typing import Optional
 
 import torch
+import torch.nn.functional as F
 
 from ._checks import (
     check_confmaps,
@@ -12,7 +13,7 @@ from ._checks import (
     check_threshold,
 )
 from ._layer import PeakLayer
-from .integral import integral_offsets
+from .integral import patch_offsets, patch_pixels, patch_rows
 from .outputs import Output
 
 
@@ -51,25 +52,29 @@ def global_peaks(
     check_refinement(refinement)
     check_patch_size(patch_size)
     check_stride(stride)
-    samples, channels, width = cms.shape[0], cms.shape[1], cms.shape[3]
+    samples, channels, height, width = cms.shape[0], cms.shape[1], cms.shape[2], cms.shape[3]
 
     vals, ys = cms.amax(dim=3).max(dim=2)  # (S, C): first row holding the maximum
-    row = cms.gather(2, ys[:, :, None, None].expand(samples, channels, 1, width))
-    # ``[:, :, 0]``, not ``squeeze(2)``: the TorchScript ONNX exporter turns a squeeze of
-    # a size it cannot prove is 1 into an ``If`` node.
-    xs = row[:, :, 0].argmax(dim=2)  # first column of that row holding it
-    points = torch.stack([xs, ys], dim=-1).to(torch.float32)
-
-    if refinement is not None:  # "integral", checked above
-        map_inds = torch.arange(samples * channels, device=cms.device)
-        offsets = integral_offsets(cms, map_inds, xs.reshape(-1), ys.reshape(-1), patch_size)
-        points = points + offsets.reshape(samples, channels, 2)
+    # the row of each peak in cms.reshape(-1, W)
+    maps = torch.arange(samples * channels, device=cms.device).reshape_as(ys)
+    lines = maps * height + ys
+    if refinement is None:
+        xs = F.embedding(lines, cms.reshape(-1, width)).argmax(dim=2)
+        points = torch.stack([xs, ys], dim=-1).to(torch.float32)
+    else:  # "integral", checked above
+        half = patch_size // 2
+        rows, inside = patch_rows(cms, lines, ys, half)
+        # ``dim=2``, not ``-1``: ONNX Runtime's ArgMax keeps a negative axis of an empty input.
+        xs = rows.select(2, half).argmax(dim=2)  # first column of that row holding it
+        pixels = patch_pixels(rows, inside, xs, half)
+        points = torch.stack([xs, ys], dim=-1).to(torch.float32)
+        points = points + patch_offsets(pixels, patch_size)
     if stride != 1.0:
         points = points * stride
 
     keep = vals >= cms.new_full((), threshold)
-    points = torch.where(keep[:, :, None], points, torch.full_like(points, float("nan")))
-    vals = torch.where(keep, vals, torch.zeros_like(vals))
+    points = torch.where(keep.unsqueeze(2), points, float("nan"))
+    vals = torch.where(keep, vals, 0.0)
     return points, vals
 
 

@@ -4,24 +4,6 @@ import torch
 import torch.nn.functional as F
 
 from ._checks import check_confmaps, check_patch_size, check_tensor
-from ._windows import pixel_windows
-
-
-def _window_size(patch_size: int) -> int:
-    """Side of the square pixel window that holds every sample of a patch.
-
-    The samples sit at ``g = arange(k) - (k - 1) / 2`` around the peak, so they need
-    ``ceil((k - 1) / 2)`` pixels on each side. The window is widened to ``2**m + 1``
-    pixels: ``grid_sample`` maps normalised coordinates back to pixels through a
-    multiplication by ``(size - 1) / 2``, which is exact only when ``size - 1`` is a
-    power of two. With it, odd patches return the pixel values bit for bit and even
-    patches use bilinear weights of exactly 1/4.
-    """
-    half = patch_size // 2
-    side = 2
-    while side < 2 * half:
-        side *= 2
-    return side + 1
 
 
 def _check_indices(map_inds: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor) -> None:
@@ -69,39 +51,86 @@ def integral_offsets(
     check_confmaps(cms)
     _check_indices(map_inds, xs, ys)
     check_patch_size(patch_size)
-    size = _window_size(patch_size)
-    # Only the pixels the samples touch are gathered; the rest of the window is zero.
-    # A pixel beyond them still meets ``grid_sample`` with weight 0 (a sample on a pixel
-    # centre reads its right and lower neighbours too), and 0 * inf is NaN, so a
-    # non-finite pixel just outside the patch must never be in the window (SPEC §4).
     half = patch_size // 2
-    steps = torch.arange(2 * half + 1, device=cms.device) - half
-    windows = pixel_windows(cms, map_inds, xs, ys, steps, steps, 0.0).float()
-    margin = size // 2 - half
-    if margin > 0:
-        windows = F.pad(windows, [margin, margin, margin, margin])
-    windows = windows.unsqueeze(1)
+    rows, inside = patch_rows(cms, map_inds * cms.shape[2] + ys, ys, half)
+    return patch_offsets(patch_pixels(rows, inside, xs, half), patch_size)
 
-    # Sample positions in window pixels, then in grid_sample's [-1, 1] coordinates
-    # (exact: size - 1 is a power of two).
-    offsets = torch.arange(patch_size, dtype=torch.float32, device=cms.device) - (
-        patch_size - 1
-    ) / 2.0
-    grid_1d = (offsets + size // 2) * (2.0 / (size - 1)) - 1.0
-    grid = torch.stack(
-        [
-            grid_1d[None, :].expand(patch_size, patch_size),
-            grid_1d[:, None].expand(patch_size, patch_size),
-        ],
-        dim=-1,
+
+def patch_rows(
+    cms: torch.Tensor, lines: torch.Tensor, ys: torch.Tensor, half: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``2 * half + 1`` rows around each peak, whole.
+
+    Rows are read with one ``Gather`` of whole rows (``F.embedding`` is exactly that, and
+    exports to one ``Gather`` node); a row outside the map reads the peak's own row
+    instead and is zeroed by :func:`patch_pixels`.
+
+    Args:
+        cms (Tensor[S, C, H, W]): confidence maps, any floating dtype.
+        lines (Tensor[...], int64): the row of each peak in ``cms.reshape(-1, W)``, i.e.
+            ``(sample * C + channel) * H + y``.
+        ys (Tensor[...], int64): ``y`` of each peak.
+        half (int): rows on each side.
+
+    Returns:
+        rows (Tensor[..., R, W], dtype of ``cms``): rows ``y - half .. y + half``.
+        inside (Tensor[..., R], bool): which of them are in the map.
+    """
+    steps = torch.arange(-half, half + 1, device=cms.device)
+    near = ys.unsqueeze(-1) + steps
+    inside = (near >= 0) & (near < cms.shape[2])
+    steps = torch.where(inside, steps, torch.zeros_like(steps))
+    rows = F.embedding(lines.unsqueeze(-1) + steps, cms.reshape(-1, cms.shape[3]))
+    return rows, inside
+
+
+def patch_pixels(
+    rows: torch.Tensor, inside: torch.Tensor, xs: torch.Tensor, half: int
+) -> torch.Tensor:
+    """The ``R x R`` pixels around each peak, 0 outside the map, from :func:`patch_rows`.
+
+    Args:
+        rows (Tensor[..., R, W]), inside (Tensor[..., R], bool): from :func:`patch_rows`.
+        xs (Tensor[...], int64): ``x`` of each peak.
+        half (int): as given to :func:`patch_rows`.
+
+    Returns:
+        Tensor[..., R, R], dtype of ``rows``.
+    """
+    size = 2 * half + 1
+    # Padded with 0 on both sides, every column of the patch is inside the rows.
+    cols = xs.unsqueeze(-1).unsqueeze(-1) + torch.arange(size, device=xs.device).expand(size, size)
+    last = rows.dim() - 1
+    pixels = F.pad(rows, [half, half]).gather(last, cols)
+    return torch.where(inside.unsqueeze(last), pixels, pixels.new_zeros(()))
+
+
+def patch_offsets(pixels: torch.Tensor, patch_size: int) -> torch.Tensor:
+    """:func:`integral_offsets` from the pixels around each peak.
+
+    Args:
+        pixels (Tensor[..., R, R]): the pixels at ``(y + j, x + i)`` for ``i, j`` from
+            ``-(k // 2)`` to ``k // 2`` (``R = 2 * (k // 2) + 1``), 0 outside the map; any
+            floating dtype.
+        patch_size (int): ``k >= 1``.
+
+    Returns:
+        Tensor[..., 2], float32: ``(dx, dy)``.
+    """
+    patches = pixels.float()
+    if patch_size % 2 == 0:
+        quarter = patches * 0.25
+        patches = (
+            quarter[..., :-1, :-1] + quarter[..., :-1, 1:]
+        ) + quarter[..., 1:, :-1] + quarter[..., 1:, 1:]
+    # g = arange(k) - (k - 1) / 2, exact: half-integers or integers, step 1
+    offsets = torch.arange(
+        -(patch_size - 1) / 2.0, patch_size / 2.0, 1.0, dtype=torch.float32, device=pixels.device
     )
-    grid = grid.unsqueeze(0).expand(windows.shape[0], patch_size, patch_size, 2)
-    # ``[:, 0]``, not ``squeeze(1)``, which exports as an ``If`` node (see global_peaks).
-    patches = F.grid_sample(
-        windows, grid, mode="bilinear", padding_mode="zeros", align_corners=True
-    )[:, 0]  # (N, k, k)
-
-    total = patches.sum(dim=(1, 2))
-    dx = (patches.sum(dim=1) * offsets).sum(dim=1) / total
-    dy = (patches.sum(dim=2) * offsets).sum(dim=1) / total
-    return torch.stack([dx, dy], dim=1)
+    # Column sums weigh x, row sums weigh y; both add up to the patch total. Axes are
+    # counted from the front: ONNX Runtime reduces an empty input wrongly over a
+    # negative axis.
+    last = patches.dim() - 1
+    cols = patches.sum(dim=last - 1)  # (..., k)
+    moments = torch.stack([cols, patches.sum(dim=last)], dim=last - 1) * offsets
+    return moments.sum(dim=last) / cols.sum(dim=last - 1, keepdim=True)

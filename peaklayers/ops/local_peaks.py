@@ -15,7 +15,7 @@ from ._checks import (
 )
 from ._layer import LocalPeakLayer
 from .flat_tops import flat_top_maxima
-from .integral import integral_offsets
+from .integral import patch_offsets, patch_pixels, patch_rows
 from .nms import strict_maxima
 from .outputs import Output
 
@@ -63,24 +63,28 @@ def local_peaks(
         offsets = torch.stack([dx, dy], dim=1)
     else:
         rows, xs = strict_maxima(cms, threshold)
-    # rows and xs are ordered by (s, c, y, x)
+    # rows and xs are ordered by (s, c, y, x); the outputs by (s, y, x, c)
     map_inds = rows // height
     ys = rows - map_inds * height
     sample_inds = map_inds // channels
     channel_inds = map_inds - sample_inds * channels
     order = torch.argsort(((sample_inds * height + ys) * width + xs) * channels + channel_inds)
-    rows, xs, ys = rows[order], xs[order], ys[order]
-    map_inds, sample_inds, channel_inds = map_inds[order], sample_inds[order], channel_inds[order]
+    rows, xs, ys = rows.index_select(0, order), xs.index_select(0, order), ys.index_select(0, order)
+    sample_inds = sample_inds.index_select(0, order)
+    channel_inds = channel_inds.index_select(0, order)
 
-    vals = cms.reshape(-1)[rows * width + xs]
+    vals = cms.take(rows * width + xs)
     points = torch.stack([xs, ys], dim=1).to(torch.float32)
     if offsets is not None:
-        points = points + offsets[order]
+        points = points + offsets.index_select(0, order)
         centres = torch.floor(points).to(torch.int64)  # crops stay on the pixel grid
+        rows = rows + (centres[:, 1] - ys)
         xs, ys = centres[:, 0], centres[:, 1]
     if refinement is not None:  # "integral", checked above
+        half = patch_size // 2
+        lines, inside = patch_rows(cms, rows, ys, half)
         rough = torch.stack([xs, ys], dim=1).to(torch.float32)
-        points = rough + integral_offsets(cms, map_inds, xs, ys, patch_size)
+        points = rough + patch_offsets(patch_pixels(lines, inside, xs, half), patch_size)
     if stride != 1.0:
         points = points * stride
     return points, vals, sample_inds.to(torch.int32), channel_inds.to(torch.int32)
