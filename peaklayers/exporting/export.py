@@ -47,7 +47,7 @@ __all__ = [
     "output_names_for",
 ]
 
-# GridSample (integral refinement) needs opset 16. The TorchScript-based exporter
+# 16 is the oldest opset exported and tested (both ends are). The TorchScript-based exporter
 # stops at opset 20; the dynamo exporter translates at opset 18 and up (below it,
 # it converts versions after the fact) and goes up to the newest opset it knows.
 _MIN_OPSET = 16
@@ -218,8 +218,7 @@ def _check_opset(opset: object, dynamo: bool) -> int:
         exporter = "dynamo=True" if dynamo else "dynamo=False"
         raise ValueError(
             f"opset {opset} is not supported with {exporter}: use {allowed[0]} to "
-            f"{allowed[-1]} (GridSample needs 16; the installed exporter stops at "
-            f"{allowed[-1]})"
+            f"{allowed[-1]} (the installed exporter stops at {allowed[-1]})"
         )
     return opset
 
