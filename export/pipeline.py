@@ -112,10 +112,10 @@ def _split_names(text: str | None, count: int | None, flag: str, what: str
 def labels(outputs: dict[str, torch.Tensor], node_names: str | None, class_names: str | None
            ) -> tuple[list[str] | None, list[str] | None]:
     """``--node-names`` and ``--class-names`` as lists, checked against the pipeline's
-    outputs (by name): one name per body part of ``peaks``, one per class of
-    ``class_probs``."""
+    outputs (by name, ours or the sleap-nn format's): one name per body part of ``peaks``,
+    one per class of ``class_probs`` (``class_logits``)."""
     peaks = outputs.get("peaks")
-    classes = outputs.get("class_probs")
+    classes = outputs.get("class_probs", outputs.get("class_logits"))
     # Body parts are the axis before (x, y), or axis 1 before the bottom-up slots.
     parts_axis = 1 if "peak_valid" in outputs else -2
     nodes = _split_names(node_names, None if peaks is None else int(peaks.shape[parts_axis]),
@@ -229,8 +229,7 @@ def run(kind: str, heads: list[str], out: str, format: str = "peaklayers",
     opset = effective_opset(opset, dynamo)
     names = list(graph.output_names)
     outs = graph(example)
-    nodes, classes = labels(dict(zip(pipeline.output_names, pipeline(example), strict=True)),
-                            node_names, class_names)
+    nodes, classes = labels(dict(zip(names, outs, strict=True)), node_names, class_names)
     meta = {
         "source": ", ".join(f"{Path(p).name} ({head_kind})" for p in heads),
         "layer": {"pipeline": kind, "settings": pipeline.extra_repr(), "format": format},
