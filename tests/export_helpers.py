@@ -212,3 +212,12 @@ def count_valid(outputs, kind):
     if kind == "topk":
         return int(outputs[2].sum())
     return int((~outputs[0][..., 0].isnan()).sum())
+
+
+def one_error(code: int, err: str, *words: str) -> None:
+    """The tool exited 1 with one line ``export: error: ...`` holding every one of ``words``."""
+    assert code == 1, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("export: error:"), err
+    for word in words:
+        assert word in lines[0], (word, err)

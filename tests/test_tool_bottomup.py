@@ -27,6 +27,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 import identity_oracle  # noqa: E402
 from export.__main__ import main  # noqa: E402
+from export_helpers import one_error  # noqa: E402
 from peaklayers import MultiClassBottomUpPipeline  # noqa: E402
 from pipeline_heads import PartsClassMapsTuple, frames  # noqa: E402
 
@@ -174,25 +175,17 @@ def test_run_csv_has_a_row_per_instance_and_part(work, tmp_path):
             assert row["x"] == "" and row["valid"] == "false"
 
 
-def _one_error(code: int, err: str, *words: str) -> None:
-    assert code == 1, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("export: error:"), err
-    for word in words:
-        assert word in lines[0], (word, err)
-
-
 def test_bad_settings_are_one_clear_error(work, tmp_path):
     head = str(work["folder"] / "head.pt")
     out = str(tmp_path / "o")
     base = ("pipeline", "multiclass-bottom-up", head, "--input-shape", "1,64,80", "--out", out)
-    _one_error(*_tool(*base, "--max-peaks", "3", "--format", "sleap-nn")[::2],
+    one_error(*_tool(*base, "--max-peaks", "3", "--format", "sleap-nn")[::2],
                "--format sleap-nn", "multiclass-bottom-up", "--format peaklayers")
-    _one_error(*_tool(*base)[::2], "--max-peaks")
-    _one_error(*_tool(*base, "--max-peaks", "0")[::2], "max_peaks")
-    _one_error(*_tool(*base, "--max-peaks", "2", "--class-stride", "0")[::2], "class_stride")
-    _one_error(*_tool("pipeline", "multiclass-bottom-up", head, head, "--max-peaks", "2",
+    one_error(*_tool(*base)[::2], "--max-peaks")
+    one_error(*_tool(*base, "--max-peaks", "0")[::2], "max_peaks")
+    one_error(*_tool(*base, "--max-peaks", "2", "--class-stride", "0")[::2], "class_stride")
+    one_error(*_tool("pipeline", "multiclass-bottom-up", head, head, "--max-peaks", "2",
                       "--out", out)[::2], "1 head")
-    _one_error(*_tool(*base, "--max-peaks", "2", "--class-output", "probs")[::2],
+    one_error(*_tool(*base, "--max-peaks", "2", "--class-output", "probs")[::2],
                "maps_output and class_output")
     assert not Path(out).exists()

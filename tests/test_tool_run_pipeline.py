@@ -30,6 +30,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from export.__main__ import main  # noqa: E402
 from export.frames_in import as_graph_input  # noqa: E402
 from export.png import write_png  # noqa: E402
+from export_helpers import one_error  # noqa: E402
 from peaklayers import MultiClassTopDownPipeline  # noqa: E402
 from peaklayers.exporting.sleap_nn import export_sleap_nn  # noqa: E402
 from pipeline_heads import Blur, Parts, frames  # noqa: E402
@@ -304,14 +305,6 @@ def test_float_graphs_get_frames_over_255():
     assert np.array_equal(as_graph_input(frames_u8, np.dtype(np.uint8)), frames_u8)
 
 
-def _one_error(code: int, err: str, *words: str) -> None:
-    assert code == 1, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("export: error:"), err
-    for word in words:
-        assert word in lines[0], (word, err)
-
-
 def test_bad_inputs_are_one_clear_error(work, tmp_path, monkeypatch):
     model = str(work["top-down"])
     saved = tmp_path / "kept.json"
@@ -322,25 +315,25 @@ def test_bad_inputs_are_one_clear_error(work, tmp_path, monkeypatch):
 
     # A video that cannot be decoded, after a good one: nothing runs, nothing is written.
     code, out, err = _tool("run", model, good, str(garbage), "--save", str(saved))
-    _one_error(code, err, str(garbage), "not a readable video")
+    one_error(code, err, str(garbage), "not a readable video")
     assert "frames" not in out
     assert saved.read_text() == "the user's file\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.mp4", "kept.json"]
 
     np.save(tmp_path / "float.npy", work["clip"].astype(np.float32) / 255)
     code, _, err = _tool("run", model, str(tmp_path / "float.npy"))
-    _one_error(code, err, "float.npy", "uint8")
+    one_error(code, err, "float.npy", "uint8")
 
     code, _, err = _tool("run", model, good, "--max-pixels", "1000")
-    _one_error(code, err, "clip.mkv", "--max-pixels")
+    one_error(code, err, "clip.mkv", "--max-pixels")
 
     code, _, err = _tool("run", model, good, "--batch-size", "0")
-    _one_error(code, err, "--batch-size")
+    one_error(code, err, "--batch-size")
 
     code, _, err = _tool("run", str(tmp_path), good)
-    _one_error(code, err, "model.onnx")
+    one_error(code, err, "model.onnx")
 
     monkeypatch.setitem(sys.modules, "av", None)  # PyAV not installed: import fails
     code, _, err = _tool("run", model, good, "--save", str(saved))
-    _one_error(code, err, "PyAV", "peaklayers[video]")
+    one_error(code, err, "PyAV", "peaklayers[video]")
     assert saved.read_text() == "the user's file\n"
