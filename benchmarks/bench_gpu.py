@@ -10,11 +10,17 @@ Run from the repository root on a machine with a CUDA build of PyTorch::
     TensorRT provider (graphs from the TorchScript-based exporter), each only where it
     loads; the outputs are compared with CPU eager PyTorch: exactly for values, indices,
     masks and class probabilities, to 1e-5 px for points. A backend that does not load
-    is listed with the reason.
+    is listed with the reason. For the ONNX Runtime sessions, the nodes each execution
+    provider ran (from one profiled run) are listed too: a provider that loads may still
+    leave nodes to the CPU.
 (b) Timing: each layer at (1, 17, 96, 96), (8, 17, 192, 192) and (32, 17, 128, 128),
     float32 Gaussian-blob maps, medians of CUDA-event timings after warm-up, beside one
-    ``cms.clone()`` on the GPU measured the same way.
+    ``cms.clone()`` on the GPU measured the same way. ONNX Runtime runs through IO
+    binding on tensors already on the device, so no host copy is timed.
 (c) ``results.json`` and ``results.md`` (Markdown tables) in the output folder.
+
+The graphs and programs have a fixed channel count (that of the example they were made
+from), so every map here has :data:`CHANNELS` channels.
 
 ``--cpu-smoke`` runs the same code on the CPU with small shapes and few repeats (ONNX
 Runtime's CPU provider stands in for the GPU providers): a check that the script works,
@@ -49,8 +55,9 @@ from peaklayers import (  # noqa: E402
     export_program,
 )
 
-GPU_SHAPES = [(1, 17, 96, 96), (8, 17, 192, 192), (32, 17, 128, 128)]
-SMOKE_SHAPES = [(1, 3, 24, 20)]
+CHANNELS = 17
+GPU_SHAPES = [(1, CHANNELS, 96, 96), (8, CHANNELS, 192, 192), (32, CHANNELS, 128, 128)]
+SMOKE_SHAPES = [(1, CHANNELS, 24, 20)]
 CLASSES = 4
 PX = 1e-5
 
@@ -89,11 +96,16 @@ def inputs_for(name: str, cms: torch.Tensor) -> tuple:
 
 def parity_cases() -> list:
     """Maps with several peaks, flat tops (half-precision rounding), borders, noise."""
-    blobs = confidence_maps((2, 3, 40, 48), peaks=3, sigma=1.7, seed=1)
-    flat = (confidence_maps((2, 3, 33, 29), peaks=3, seed=2) * 8).round() / 8
+    blobs = confidence_maps((2, CHANNELS, 40, 48), peaks=3, sigma=1.7, seed=1)
+    flat = (confidence_maps((2, CHANNELS, 33, 29), peaks=3, seed=2) * 8).round() / 8
     gen = torch.Generator().manual_seed(3)
-    noise = torch.rand(1, 3, 17, 23, generator=gen)  # channels are fixed in the graphs
+    noise = torch.rand(1, CHANNELS, 17, 23, generator=gen)
     return [("blobs", blobs), ("flat tops", flat), ("noise", noise)]
+
+
+def example_maps() -> torch.Tensor:
+    """The maps every backend is built from (graphs keep batch, height, width dynamic)."""
+    return confidence_maps((2, CHANNELS, 40, 48), seed=4)
 
 
 # --- backends: each turns (layer, example inputs, device) into a callable or raises ---
@@ -115,6 +127,62 @@ def _program(layer, examples, device):
     return lambda *xs: module(*xs)
 
 
+CPU_EP = "CPUExecutionProvider"
+CUDA_EP = "CUDAExecutionProvider"
+TENSORRT_EP = "TensorrtExecutionProvider"
+
+
+def _provider_chain(provider: str, input_shapes: dict) -> list:
+    """The providers a session is opened with, first choice first.
+
+    TensorRT gets one optimisation profile spanning every shape this script runs
+    (otherwise it builds a new engine for each new shape), its engines cached in a
+    temporary folder, and CUDA then the CPU for the nodes it does not take.
+    """
+    if provider == CPU_EP:
+        return [CPU_EP]
+    if provider == CUDA_EP:
+        return [CUDA_EP, CPU_EP]
+
+    def profile(pick):
+        return ",".join(
+            f"{name}:" + "x".join(str(pick(dims)) for dims in zip(*shapes, strict=True))
+            for name, shapes in input_shapes.items()
+        )
+
+    options = {
+        "trt_profile_min_shapes": profile(min),
+        "trt_profile_max_shapes": profile(max),
+        "trt_profile_opt_shapes": profile(max),
+        "trt_engine_cache_enable": True,
+        "trt_engine_cache_path": tempfile.mkdtemp(prefix="bench-gpu-trt-"),
+    }
+    return [(TENSORRT_EP, options), CUDA_EP, CPU_EP]
+
+
+def _nodes_by_provider(path: Path, providers: list, feeds: dict) -> dict:
+    """How many nodes each execution provider ran, from one profiled run."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.enable_profiling = True
+    options.profile_file_prefix = str(path.with_suffix(""))
+    session = ort.InferenceSession(str(path), options, providers=providers)
+    session.run(None, feeds)
+    trace = Path(session.end_profiling())
+    counts: dict = {}
+    for event in json.loads(trace.read_text()):
+        args = event.get("args", {})
+        if event.get("cat") == "Node" and event.get("name", "").endswith("_kernel_time"):
+            provider = args.get("provider", "?")
+            counts[provider] = counts.get(provider, 0) + 1
+    trace.unlink()
+    return counts
+
+
+_NUMPY_DTYPES = {torch.float32: np.float32, torch.float16: np.float16}
+
+
 def _ort(provider):
     def build(layer, examples, device):
         import onnxruntime as ort
@@ -124,19 +192,60 @@ def _ort(provider):
             raise RuntimeError(f"{provider} not in this onnxruntime ({', '.join(available)})")
         path = Path(tempfile.mkdtemp(prefix="bench-gpu-")) / "layer.onnx"
         export_onnx(layer, examples, path)
-        session = ort.InferenceSession(str(path), providers=[provider])
+        names = [i.name for i in ort.InferenceSession(
+            str(path), providers=[CPU_EP]).get_inputs()]
+        every = _all_inputs(examples)
+        shapes = {name: [tuple(inputs[i].shape) for inputs in every]
+                  for i, name in enumerate(names)}
+        chain = _provider_chain(provider, shapes)
+        session = ort.InferenceSession(str(path), providers=chain)
         if session.get_providers()[0] != provider:
             raise RuntimeError(f"{provider} did not load (session uses "
                                f"{session.get_providers()})")
-        names = [i.name for i in session.get_inputs()]
-
-        def run(*xs):
-            feeds = {n: x.detach().cpu().numpy() for n, x in zip(names, xs, strict=True)}
-            return tuple(torch.from_numpy(o) for o in session.run(None, feeds))
-
+        feeds = {n: x.numpy() for n, x in zip(names, examples, strict=True)}
+        run = _bound_run(session, names, device)
+        run.nodes_by_provider = _nodes_by_provider(path, chain, feeds)
         return run
 
     return build
+
+
+def _all_inputs(examples) -> list:
+    """Every input tuple this script gives a layer built from ``examples``: the
+    example, the parity cases, and the timing shapes of both modes."""
+    every = [tuple(examples)]
+    maps = [cms for _, cms in parity_cases()]
+    maps += [torch.empty(shape) for shape in GPU_SHAPES + SMOKE_SHAPES]
+    for cms in maps:
+        every.append(tuple(
+            cms if i == 0 else torch.empty(cms.shape[0], x.shape[1], *cms.shape[2:])
+            for i, x in enumerate(examples)
+        ))
+    return every
+
+
+def _bound_run(session, names, device):
+    """``session`` run through IO binding on tensors already on ``device``: inputs are
+    bound in place, outputs stay on the device until :meth:`to_cpu` is asked for."""
+    kind, index = device.type, device.index or 0
+
+    def run(*xs):
+        binding = session.io_binding()
+        for name, x in zip(names, xs, strict=True):
+            x = x.contiguous()
+            binding.bind_input(name, kind, index, _NUMPY_DTYPES[x.dtype], tuple(x.shape),
+                               x.data_ptr())
+        for output in session.get_outputs():
+            binding.bind_output(output.name, kind, index)
+        session.run_with_iobinding(binding)
+        return binding
+
+    def run_to_cpu(*xs):
+        binding = run(*xs)
+        return tuple(torch.from_numpy(o) for o in binding.copy_outputs_to_cpu())
+
+    run.to_cpu = run_to_cpu
+    return run
 
 
 def backends(smoke: bool) -> dict:
@@ -145,14 +254,14 @@ def backends(smoke: bool) -> dict:
             "eager": _eager,
             "TorchScript": _torchscript,
             "torch.export": _program,
-            "ORT CPU (stand-in)": _ort("CPUExecutionProvider"),
+            "ORT CPU (stand-in)": _ort(CPU_EP),
         }
     return {
         "CUDA eager": _eager,
         "CUDA TorchScript": _torchscript,
         "CUDA torch.export": _program,
-        "ORT CUDA EP": _ort("CUDAExecutionProvider"),
-        "ORT TensorRT EP": _ort("TensorrtExecutionProvider"),
+        "ORT CUDA EP": _ort(CUDA_EP),
+        "ORT TensorRT EP": _ort(TENSORRT_EP),
     }
 
 
@@ -236,7 +345,7 @@ def parity(built_layers, device) -> list:
                 with torch.inference_mode():
                     expected = _as_list(reference(*xs))
                     try:
-                        got = fn(*(x.to(device) for x in xs))
+                        got = getattr(fn, "to_cpu", fn)(*(x.to(device) for x in xs))
                         sync(device)
                         problem = compare(got, expected)
                     except Exception as error:
@@ -275,6 +384,11 @@ def markdown(result) -> str:
              f"{result['onnxruntime']}.", "", "Parity with CPU eager PyTorch:", "",
              "| layer | backend | parity |", "|---|---|---|"]
     lines += [f"| {r['layer']} | {r['backend']} | {r['parity']} |" for r in result["parity"]]
+    lines += ["", "Nodes each ONNX Runtime execution provider ran (one profiled run):", "",
+              "| layer | backend | nodes by provider |", "|---|---|---|"]
+    lines += [f"| {r['layer']} | {r['backend']} | "
+              + ", ".join(f"{p}: {n}" for p, n in sorted(r["nodes"].items())) + " |"
+              for r in result["nodes_by_provider"]]
     lines += ["", "Timings (medians; 'clones' = time / one cms.clone() on the same device):",
               "", "| shape | operation | backend | ms | clones |", "|---|---|---|---|---|"]
     lines += [f"| {tuple(r['shape'])} | {r['operation']} | {r['backend']} | {r['ms']:.3f} "
@@ -320,12 +434,18 @@ def main(argv=None) -> int:
         "onnxruntime": ort_version,
     }
     # Every backend is built once per layer, from a small example (graphs are dynamic).
-    example = confidence_maps((2, 3, 40, 48), seed=4)
+    example = example_maps()
     built_layers = {
         name: build_all(name, inputs_for(name, example), device, builds, failures)
         for name in args.layers
     }
     result["parity"] = parity(built_layers, device)
+    result["nodes_by_provider"] = [
+        {"layer": layer, "backend": backend, "nodes": fn.nodes_by_provider}
+        for layer, built in built_layers.items()
+        for backend, fn in built.items()
+        if hasattr(fn, "nodes_by_provider")
+    ]
     result["timings"] = timings(built_layers, device, failures, shapes, warmup, repeats)
     result["not_loaded"] = failures
     result["seconds"] = round(time.perf_counter() - started, 1)
