@@ -15,7 +15,7 @@ from ._checks import (
 )
 from ._layer import LocalPeakLayer
 from .flat_tops import flat_top_maxima
-from .integral import patch_offsets, patch_pixels, patch_rows
+from .integral import patch_constants, patch_offsets, patch_pixels, patch_rows
 from .nms import strict_maxima
 from .outputs import Output
 
@@ -81,10 +81,11 @@ def local_peaks(
         rows = rows + (centres[:, 1] - ys)
         xs, ys = centres[:, 0], centres[:, 1]
     if refinement is not None:  # "integral", checked above
-        half = patch_size // 2
-        lines, inside = patch_rows(cms, rows, ys, half)
+        steps, columns, weights = patch_constants(patch_size, cms.device)
+        lines, inside = patch_rows(cms, rows, ys, steps)
+        pixels = patch_pixels(lines, inside, xs, columns, patch_size // 2)
         rough = torch.stack([xs, ys], dim=1).to(torch.float32)
-        points = rough + patch_offsets(patch_pixels(lines, inside, xs, half), patch_size)
+        points = rough + patch_offsets(pixels, weights)
     if stride != 1.0:
         points = points * stride
     return points, vals, sample_inds.to(torch.int32), channel_inds.to(torch.int32)
