@@ -67,9 +67,9 @@ def global_peaks(
         steps, columns, weights = patch_constants(patch_size, cms.device)
         rows, inside = patch_rows(cms, lines, ys, steps)
         # ``dim=2``, not ``-1``: ONNX Runtime's ArgMax keeps a negative axis of an empty input.
-        xs = rows.select(2, half).argmax(dim=2)  # first column of that row holding it
+        xs = rows.select(2, half).argmax(dim=2, keepdim=True)  # first column holding it
         pixels = patch_pixels(rows, inside, xs, columns, half)
-        points = torch.stack([xs, ys], dim=-1).to(torch.float32)
+        points = torch.cat([xs, ys.unsqueeze(2)], dim=2).to(torch.float32)
         points = points + patch_offsets(pixels, weights)
     if stride != 1.0:
         points = points * stride

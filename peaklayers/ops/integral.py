@@ -56,7 +56,8 @@ def integral_offsets(
     check_patch_size(patch_size)
     steps, columns, weights = patch_constants(patch_size, cms.device)
     rows, inside = patch_rows(cms, map_inds * cms.shape[2] + ys, ys, steps)
-    return patch_offsets(patch_pixels(rows, inside, xs, columns, patch_size // 2), weights)
+    pixels = patch_pixels(rows, inside, xs.unsqueeze(1), columns, patch_size // 2)
+    return patch_offsets(pixels, weights)
 
 
 def patch_rows(
@@ -93,7 +94,7 @@ def patch_pixels(
 
     Args:
         rows (Tensor[..., R, W]), inside (Tensor[..., R], bool): from :func:`patch_rows`.
-        xs (Tensor[...], int64): ``x`` of each peak.
+        xs (Tensor[..., 1], int64): ``x`` of each peak.
         columns (Tensor[R, R], int64): from :func:`patch_constants`.
         half (int): ``R // 2``.
 
@@ -103,7 +104,7 @@ def patch_pixels(
     """
     last = rows.dim() - 1
     # Padded with 0 on both sides, every column of the patch is inside the rows.
-    cols = xs.unsqueeze(-1).unsqueeze(-1) + columns
+    cols = xs.unsqueeze(last) + columns
     pixels = F.pad(rows, [half, half]).gather(last, cols)
     return torch.where(inside.unsqueeze(last), pixels, 0.0)
 

@@ -83,7 +83,7 @@ def local_peaks(
     if refinement is not None:  # "integral", checked above
         steps, columns, weights = patch_constants(patch_size, cms.device)
         lines, inside = patch_rows(cms, rows, ys, steps)
-        pixels = patch_pixels(lines, inside, xs, columns, patch_size // 2)
+        pixels = patch_pixels(lines, inside, xs.unsqueeze(1), columns, patch_size // 2)
         rough = torch.stack([xs, ys], dim=1).to(torch.float32)
         points = rough + patch_offsets(pixels, weights)
     if stride != 1.0:

@@ -24,6 +24,8 @@ on all sides (fewer passes over the maps, no threshold).
 import torch
 import torch.nn.functional as F
 
+from ._graph import in_graph
+
 
 def _below(threshold: float, like: torch.Tensor) -> torch.Tensor:
     """The threshold as a 0-d tensor of the maps' dtype, so comparisons happen in it.
@@ -135,15 +137,21 @@ def hot_row_maxima(
     # hold a peak, and only those (with their neighbour rows) are compared.
     hot = torch.nonzero(lines.amax(dim=1) > thr)[:, 0]
     ys = hot - (hot // height) * height
-    empty = torch.full_like(lines[:1], float("-inf"))
-    above = torch.where(
-        (ys > 0)[:, None], lines.index_select(0, (hot - 1).clamp(min=0)), empty
-    )
-    below = torch.where(
-        (ys < height - 1)[:, None],
-        lines.index_select(0, (hot + 1).clamp(max=lines.shape[0] - 1)),
-        empty,
-    )
+    if _eager() and height > 1:
+        # A missing neighbour row is replaced by the other one (the larger of the two is
+        # then the one that exists): two index selections, no masking of whole rows.
+        above = lines.index_select(0, torch.where(ys > 0, hot - 1, hot + 1))
+        below = lines.index_select(0, torch.where(ys < height - 1, hot + 1, hot - 1))
+    else:
+        empty = torch.full_like(lines[:1], float("-inf"))
+        above = torch.where(
+            (ys > 0)[:, None], lines.index_select(0, (hot - 1).clamp(min=0)), empty
+        )
+        below = torch.where(
+            (ys < height - 1)[:, None],
+            lines.index_select(0, (hot + 1).clamp(max=lines.shape[0] - 1)),
+            empty,
+        )
     row = lines.index_select(0, hot)
     around = _around(above, row, below)
     if strict:
@@ -152,6 +160,13 @@ def hot_row_maxima(
         found = (row >= around) & (row > thr)
     maxima = torch.nonzero(found)
     return hot[maxima[:, 0]], maxima[:, 1]
+
+
+def _eager() -> bool:
+    """Neither scripted nor making a graph: shapes may steer Python here."""
+    if not torch.jit.is_scripting():
+        return not in_graph()
+    return False
 
 
 def strict_maxima(cms: torch.Tensor, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
