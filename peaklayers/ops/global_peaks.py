@@ -4,7 +4,6 @@ import functools
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
 
 from ._checks import (
     check_confmaps,
@@ -54,13 +53,24 @@ def global_peaks(
     check_refinement(refinement)
     check_patch_size(patch_size)
     check_stride(stride)
+    return _global_peaks(cms, threshold, refinement, patch_size, stride)
+
+
+def _global_peaks(
+    cms: torch.Tensor,
+    threshold: float,
+    refinement: Optional[str],
+    patch_size: int,
+    stride: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`global_peaks` after its checks (a layer checks its settings once)."""
     samples, channels, height, width = cms.shape[0], cms.shape[1], cms.shape[2], cms.shape[3]
 
     vals, ys = cms.amax(dim=3).max(dim=2)  # (S, C): first row holding the maximum
     # the row of each peak in cms.reshape(-1, W)
     lines = _map_rows(samples, channels, height, cms.device) + ys
     if refinement is None:
-        xs = F.embedding(lines, cms.reshape(-1, width)).argmax(dim=2)
+        xs = torch.embedding(cms.reshape(-1, width), lines).argmax(dim=2)
         points = torch.stack([xs, ys], dim=-1).to(torch.float32)
     else:  # "integral", checked above
         half = patch_size // 2
@@ -111,4 +121,5 @@ class GlobalPeaks(PeakLayer):
     )
 
     def forward(self, cms: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return global_peaks(cms, self.threshold, self.refinement, self.patch_size, self.stride)
+        check_confmaps(cms)
+        return _global_peaks(cms, self.threshold, self.refinement, self.patch_size, self.stride)

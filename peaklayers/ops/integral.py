@@ -65,7 +65,7 @@ def patch_rows(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The ``2 * half + 1`` rows around each peak, whole.
 
-    Rows are read with one ``Gather`` of whole rows (``F.embedding`` is exactly that, and
+    Rows are read with one ``Gather`` of whole rows (``torch.embedding`` is exactly that, and
     exports to one ``Gather`` node); a row outside the map reads the peak's own row
     instead and is zeroed by :func:`patch_pixels`.
 
@@ -83,7 +83,7 @@ def patch_rows(
     near = ys.unsqueeze(-1) + steps
     inside = (near >= 0) & (near < cms.shape[2])
     steps = torch.where(inside, steps, 0)
-    rows = F.embedding(lines.unsqueeze(-1) + steps, cms.reshape(-1, cms.shape[3]))
+    rows = torch.embedding(cms.reshape(-1, cms.shape[3]), lines.unsqueeze(-1) + steps)
     return rows, inside
 
 

@@ -55,6 +55,18 @@ def local_peaks(
     check_patch_size(patch_size)
     check_stride(stride)
     check_flat_tops(flat_tops)
+    return _local_peaks(cms, threshold, refinement, patch_size, stride, flat_tops)
+
+
+def _local_peaks(
+    cms: torch.Tensor,
+    threshold: float,
+    refinement: Optional[str],
+    patch_size: int,
+    stride: float,
+    flat_tops: str,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`local_peaks` after its checks (a layer checks its settings once)."""
     channels, height, width = cms.shape[1], cms.shape[2], cms.shape[3]
 
     offsets: Optional[torch.Tensor] = None  # mean point of each flat top - its anchor
@@ -109,6 +121,7 @@ class LocalPeaks(LocalPeakLayer):
     def forward(
         self, cms: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        return local_peaks(
+        check_confmaps(cms)
+        return _local_peaks(
             cms, self.threshold, self.refinement, self.patch_size, self.stride, self.flat_tops
         )
