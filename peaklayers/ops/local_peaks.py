@@ -85,19 +85,26 @@ def _local_peaks(
     sample_inds = sample_inds.index_select(0, order)
     channel_inds = channel_inds.index_select(0, order)
 
-    vals = cms.take(rows * width + xs)
     points = torch.stack([xs, ys], dim=1).to(torch.float32)
+    vals: Optional[torch.Tensor] = None
     if offsets is not None:
+        vals = cms.take(rows * width + xs)  # the anchor's value
         points = points + offsets.index_select(0, order)
         centres = torch.floor(points).to(torch.int64)  # crops stay on the pixel grid
         rows = rows + (centres[:, 1] - ys)
         xs, ys = centres[:, 0], centres[:, 1]
+        if refinement is not None:
+            points = centres.to(torch.float32)
     if refinement is not None:  # "integral", checked above
+        half = patch_size // 2
         steps, columns, weights = patch_constants(patch_size, cms.device)
         lines, inside = patch_rows(cms, rows, ys, steps)
-        pixels = patch_pixels(lines, inside, xs.unsqueeze(1), columns, patch_size // 2)
-        rough = torch.stack([xs, ys], dim=1).to(torch.float32)
-        points = rough + patch_offsets(pixels, weights)
+        pixels = patch_pixels(lines, inside, xs.unsqueeze(1), columns, half)
+        if vals is None:  # the patch is centred on the peak
+            vals = pixels[:, half, half]
+        points = points + patch_offsets(pixels, weights)
+    if vals is None:
+        vals = cms.take(rows * width + xs)
     if stride != 1.0:
         points = points * stride
     return points, vals, sample_inds.to(torch.int32), channel_inds.to(torch.int32)
