@@ -113,7 +113,7 @@ def patch_offsets(pixels: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """:func:`integral_offsets` from the pixels around each peak.
 
     The moments of the ``k x k`` patch are weighted sums of the ``R x R`` pixels (see
-    :func:`_weight_lists`), so one product and one sum give all three.
+    :func:`_moment_weights`), so one product and one sum give all three.
 
     Args:
         pixels (Tensor[..., R, R]): from :func:`patch_pixels` (``R = 2 * (k // 2) + 1``);
@@ -140,7 +140,7 @@ def patch_constants(
     Returns:
         steps (Tensor[R], int64): ``-(k // 2) .. k // 2``.
         columns (Tensor[R, R], int64): ``0 .. R - 1`` on every row.
-        weights (Tensor[3, R, R], float32): see :func:`_weight_lists`.
+        weights (Tensor[3, R, R], float32): see :func:`_moment_weights`.
     """
     if not torch.jit.is_scripting():
         if not in_graph():
@@ -155,36 +155,28 @@ def _patch_constants(
     size = 2 * half + 1
     steps = torch.arange(-half, half + 1, device=device)
     columns = torch.arange(size, device=device).expand(size, size)
-    weights = torch.tensor(_weight_lists(patch_size), dtype=torch.float32, device=device)
-    return steps, columns, weights
+    return steps, columns, _moment_weights(patch_size, device)
 
 
-def _weight_lists(patch_size: int) -> list[list[list[float]]]:
-    """The weights of :func:`patch_constants` as nested lists.
+def _moment_weights(patch_size: int, device: torch.device) -> torch.Tensor:
+    """The weights of the x moment, y moment and total over the ``R x R`` pixels
+    (Tensor[3, R, R], float32).
 
-    The patch samples the map at ``x + g_i`` with ``g = arange(k) - (k - 1) / 2``. For
-    odd ``k`` these are pixels and the weights are ``g_i``, ``g_j`` and 1. For even ``k``
-    each sample is the mean of the 2x2 pixels around it, so pixel ``t`` of an axis
-    counts once for every sample ``b`` in ``{t - 1, t}`` (``count``) with the sum of
-    their ``g_b`` (``moment``); the common factor 1/4 cancels in the ratio. All weights
-    are integers or half-integers, exact in float32.
+    The patch samples the map at ``x + g_b`` with ``g = arange(k) - (k - 1) / 2``. For
+    odd ``k`` the samples are pixels; for even ``k`` each sample is the mean of the 2x2
+    pixels around it, so pixel ``t`` of an axis enters samples ``t - 1`` and ``t``. Along
+    each axis a pixel's weight is the number of samples it enters (``count``) or the sum
+    of their ``g_b`` (``moment``); the common factor 1/4 cancels in the ratio. Every
+    weight is an integer or half-integer, exact in float32. Tensor operations, not
+    Python loops: scripted code exported to ONNX must hold no loops.
     """
-    size = 2 * (patch_size // 2) + 1
-    count: list[float] = []
-    moment: list[float] = []
-    for t in range(size):
-        n = 0.0
-        m = 0.0
-        for b in range(t - (1 - patch_size % 2), t + 1):
-            if b >= 0 and b < patch_size:
-                n += 1.0
-                m += b - (patch_size - 1) / 2.0
-        count.append(n)
-        moment.append(m)
-    wx = [[count[j] * moment[i] for i in range(size)] for j in range(size)]
-    wy = [[moment[j] * count[i] for i in range(size)] for j in range(size)]
-    total = [[count[j] * count[i] for i in range(size)] for j in range(size)]
-    return [wx, wy, total]
+    pixel = torch.arange(2 * (patch_size // 2) + 1, device=device).unsqueeze(1)  # (R, 1)
+    sample = torch.arange(patch_size, device=device)  # (k,)
+    enters = ((sample <= pixel) & (sample >= pixel - (1 - patch_size % 2))).to(torch.float32)
+    count = enters.sum(dim=1)  # (R,)
+    moment = (enters * (sample.to(torch.float32) - (patch_size - 1) / 2.0)).sum(dim=1)
+    count_j, moment_j = count.unsqueeze(1), moment.unsqueeze(1)
+    return torch.stack([count_j * moment, moment_j * count, count_j * count])
 
 
 # Made outside inference mode: an inference tensor cannot join a later autograd graph.
