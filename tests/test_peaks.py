@@ -159,6 +159,26 @@ def test_degenerate_shapes(check, shape):
     check(cms, 0.2)
 
 
+def test_maps_autograd_tracks():
+    """Maps that require grad give the oracle's peaks: the eager shortcuts (constants made
+    once, maxima folded in place) stay out of autograd's way."""
+    cms = cases.gaussians(2, 3, 17, 23, peaks=3, sigma=1.7, seed=5)
+    tracked = cms.clone().requires_grad_()
+    points, vals = GlobalPeaks()(tracked)
+    exp_points, exp_vals = oracle.global_peaks(cms, 0.2)
+    np.testing.assert_array_equal(vals.detach().double().numpy(), exp_vals)
+    assert_points(points.detach(), exp_points)
+    points, vals, samples, channels = LocalPeaks()(tracked)
+    exp = oracle.local_peaks(cms, 0.2)
+    np.testing.assert_array_equal(samples.numpy(), exp[2])
+    np.testing.assert_array_equal(channels.numpy(), exp[3])
+    np.testing.assert_array_equal(vals.detach().double().numpy(), exp[1])
+    assert_points(points.detach(), exp[0])
+    # Top-K against itself on untracked maps, which the tests above hold to the oracle.
+    for a, b in zip(TopKPeaks(4)(tracked), TopKPeaks(4)(cms), strict=True):
+        torch.testing.assert_close(a.detach(), b, rtol=0, atol=0, equal_nan=True)
+
+
 @pytest.mark.parametrize("k", [1, 3, 50, 400])
 def test_topk_k_beyond_map(k):
     check_topk(cases.noisy(2, 2, 5, 6, seed=k), k, 0.1)

@@ -1,9 +1,9 @@
 """Global peaks: one peak per sample and channel (SPEC §1.1, §1.3, §1.5)."""
 
+import functools
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
 
 from ._checks import (
     check_confmaps,
@@ -12,8 +12,9 @@ from ._checks import (
     check_stride,
     check_threshold,
 )
+from ._graph import in_graph
 from ._layer import PeakLayer
-from .integral import patch_offsets, patch_pixels, patch_rows
+from .integral import patch_constants, patch_offsets, patch_pixels, patch_rows
 from .outputs import Output
 
 
@@ -52,23 +53,34 @@ def global_peaks(
     check_refinement(refinement)
     check_patch_size(patch_size)
     check_stride(stride)
+    return _global_peaks(cms, threshold, refinement, patch_size, stride)
+
+
+def _global_peaks(
+    cms: torch.Tensor,
+    threshold: float,
+    refinement: Optional[str],
+    patch_size: int,
+    stride: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`global_peaks` after its checks (a layer checks its settings once)."""
     samples, channels, height, width = cms.shape[0], cms.shape[1], cms.shape[2], cms.shape[3]
 
     vals, ys = cms.amax(dim=3).max(dim=2)  # (S, C): first row holding the maximum
     # the row of each peak in cms.reshape(-1, W)
-    maps = torch.arange(samples * channels, device=cms.device).reshape_as(ys)
-    lines = maps * height + ys
+    lines = _map_rows(samples, channels, height, cms.device) + ys
     if refinement is None:
-        xs = F.embedding(lines, cms.reshape(-1, width)).argmax(dim=2)
+        xs = torch.embedding(cms.reshape(-1, width), lines).argmax(dim=2)
         points = torch.stack([xs, ys], dim=-1).to(torch.float32)
     else:  # "integral", checked above
         half = patch_size // 2
-        rows, inside = patch_rows(cms, lines, ys, half)
+        steps, columns, weights = patch_constants(patch_size, cms.device)
+        rows, inside = patch_rows(cms, lines, ys, steps)
         # ``dim=2``, not ``-1``: ONNX Runtime's ArgMax keeps a negative axis of an empty input.
-        xs = rows.select(2, half).argmax(dim=2)  # first column of that row holding it
-        pixels = patch_pixels(rows, inside, xs, half)
-        points = torch.stack([xs, ys], dim=-1).to(torch.float32)
-        points = points + patch_offsets(pixels, patch_size)
+        xs = rows.select(2, half).argmax(dim=2, keepdim=True)  # first column holding it
+        pixels = patch_pixels(rows, inside, xs, columns, half)
+        points = torch.cat([xs, ys.unsqueeze(2)], dim=2).to(torch.float32)
+        points = points + patch_offsets(pixels, weights)
     if stride != 1.0:
         points = points * stride
 
@@ -76,6 +88,24 @@ def global_peaks(
     points = torch.where(keep.unsqueeze(2), points, float("nan"))
     vals = torch.where(keep, vals, 0.0)
     return points, vals
+
+
+def _map_rows(samples: int, channels: int, height: int, device: torch.device) -> torch.Tensor:
+    """``(sample * C + channel) * H`` (Tensor[S, C], int64): the first row of each map in
+    ``cms.reshape(-1, W)``, made once per shape in eager code."""
+    if not torch.jit.is_scripting():
+        if not in_graph():
+            return _eager_map_rows(samples, channels, height, device)
+    return torch.arange(samples * channels, device=device).reshape(samples, channels) * height
+
+
+# Made outside inference mode: an inference tensor cannot join a later autograd graph.
+@functools.lru_cache(maxsize=64)
+def _eager_map_rows(samples: int, channels: int, height: int, device: torch.device) -> torch.Tensor:
+    with torch.inference_mode(False):
+        return torch.arange(0, samples * channels * height, height, device=device).reshape(
+            samples, channels
+        )
 
 
 class GlobalPeaks(PeakLayer):
@@ -91,4 +121,5 @@ class GlobalPeaks(PeakLayer):
     )
 
     def forward(self, cms: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return global_peaks(cms, self.threshold, self.refinement, self.patch_size, self.stride)
+        check_confmaps(cms)
+        return _global_peaks(cms, self.threshold, self.refinement, self.patch_size, self.stride)

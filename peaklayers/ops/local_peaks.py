@@ -15,7 +15,7 @@ from ._checks import (
 )
 from ._layer import LocalPeakLayer
 from .flat_tops import flat_top_maxima
-from .integral import patch_offsets, patch_pixels, patch_rows
+from .integral import patch_constants, patch_offsets, patch_pixels, patch_rows
 from .nms import strict_maxima
 from .outputs import Output
 
@@ -55,6 +55,18 @@ def local_peaks(
     check_patch_size(patch_size)
     check_stride(stride)
     check_flat_tops(flat_tops)
+    return _local_peaks(cms, threshold, refinement, patch_size, stride, flat_tops)
+
+
+def _local_peaks(
+    cms: torch.Tensor,
+    threshold: float,
+    refinement: Optional[str],
+    patch_size: int,
+    stride: float,
+    flat_tops: str,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`local_peaks` after its checks (a layer checks its settings once)."""
     channels, height, width = cms.shape[1], cms.shape[2], cms.shape[3]
 
     offsets: Optional[torch.Tensor] = None  # mean point of each flat top - its anchor
@@ -73,18 +85,26 @@ def local_peaks(
     sample_inds = sample_inds.index_select(0, order)
     channel_inds = channel_inds.index_select(0, order)
 
-    vals = cms.take(rows * width + xs)
     points = torch.stack([xs, ys], dim=1).to(torch.float32)
+    vals: Optional[torch.Tensor] = None
     if offsets is not None:
+        vals = cms.take(rows * width + xs)  # the anchor's value
         points = points + offsets.index_select(0, order)
         centres = torch.floor(points).to(torch.int64)  # crops stay on the pixel grid
         rows = rows + (centres[:, 1] - ys)
         xs, ys = centres[:, 0], centres[:, 1]
+        if refinement is not None:
+            points = centres.to(torch.float32)
     if refinement is not None:  # "integral", checked above
         half = patch_size // 2
-        lines, inside = patch_rows(cms, rows, ys, half)
-        rough = torch.stack([xs, ys], dim=1).to(torch.float32)
-        points = rough + patch_offsets(patch_pixels(lines, inside, xs, half), patch_size)
+        steps, columns, weights = patch_constants(patch_size, cms.device)
+        lines, inside = patch_rows(cms, rows, ys, steps)
+        pixels = patch_pixels(lines, inside, xs.unsqueeze(1), columns, half)
+        if vals is None:  # the patch is centred on the peak
+            vals = pixels[:, half, half]
+        points = points + patch_offsets(pixels, weights)
+    if vals is None:
+        vals = cms.take(rows * width + xs)
     if stride != 1.0:
         points = points * stride
     return points, vals, sample_inds.to(torch.int32), channel_inds.to(torch.int32)
@@ -108,6 +128,7 @@ class LocalPeaks(LocalPeakLayer):
     def forward(
         self, cms: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        return local_peaks(
+        check_confmaps(cms)
+        return _local_peaks(
             cms, self.threshold, self.refinement, self.patch_size, self.stride, self.flat_tops
         )

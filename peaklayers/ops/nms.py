@@ -24,6 +24,8 @@ on all sides (fewer passes over the maps, no threshold).
 import torch
 import torch.nn.functional as F
 
+from ._graph import in_graph
+
 
 def _below(threshold: float, like: torch.Tensor) -> torch.Tensor:
     """The threshold as a 0-d tensor of the maps' dtype, so comparisons happen in it.
@@ -47,6 +49,28 @@ def _around(above: torch.Tensor, row: torch.Tensor, below: torch.Tensor) -> torc
     vertical = torch.maximum(above, below)
     columns = F.pad(torch.maximum(vertical, row), (1, 1), value=float("-inf"))
     return torch.maximum(vertical, torch.maximum(columns[..., :-2], columns[..., 2:]))
+
+
+def _around_at_least(
+    above: torch.Tensor, row: torch.Tensor, below: torch.Tensor, floor: torch.Tensor
+) -> torch.Tensor:
+    """``maximum(_around(above, row, below), floor)`` for eager code: the side columns
+    are folded in place into a new tensor instead of padding (no copy of the rows).
+
+    Args:
+        above, row, below (Tensor[N, W]): three neighbouring rows, one dtype.
+        floor (Tensor[]): same dtype.
+
+    Returns:
+        Tensor[N, W], same dtype.
+    """
+    vertical = torch.maximum(above, below)
+    three = torch.maximum(vertical, row)
+    around = torch.maximum(vertical, floor)
+    has_left, has_right = around[:, 1:], around[:, :-1]
+    torch.maximum(has_left, three[:, :-1], out=has_left)
+    torch.maximum(has_right, three[:, 1:], out=has_right)
+    return around
 
 
 def strict_maxima_mask(cms: torch.Tensor, threshold: float) -> torch.Tensor:
@@ -135,16 +159,25 @@ def hot_row_maxima(
     # hold a peak, and only those (with their neighbour rows) are compared.
     hot = torch.nonzero(lines.amax(dim=1) > thr)[:, 0]
     ys = hot - (hot // height) * height
-    empty = torch.full_like(lines[:1], float("-inf"))
-    above = torch.where(
-        (ys > 0)[:, None], lines.index_select(0, (hot - 1).clamp(min=0)), empty
-    )
-    below = torch.where(
-        (ys < height - 1)[:, None],
-        lines.index_select(0, (hot + 1).clamp(max=lines.shape[0] - 1)),
-        empty,
-    )
     row = lines.index_select(0, hot)
+    if _eager() and height > 1:
+        # A missing neighbour row is replaced by the other one (the larger of the two is
+        # then the one that exists): two index selections, no masking of whole rows.
+        above = lines.index_select(0, torch.where(ys > 0, hot - 1, hot + 1))
+        below = lines.index_select(0, torch.where(ys < height - 1, hot + 1, hot - 1))
+        if strict and not row.requires_grad:  # out= arguments refuse autograd
+            maxima = torch.nonzero(row > _around_at_least(above, row, below, thr))
+            return hot[maxima[:, 0]], maxima[:, 1]
+    else:
+        empty = torch.full_like(lines[:1], float("-inf"))
+        above = torch.where(
+            (ys > 0)[:, None], lines.index_select(0, (hot - 1).clamp(min=0)), empty
+        )
+        below = torch.where(
+            (ys < height - 1)[:, None],
+            lines.index_select(0, (hot + 1).clamp(max=lines.shape[0] - 1)),
+            empty,
+        )
     around = _around(above, row, below)
     if strict:
         found = row > torch.maximum(around, thr)
@@ -152,6 +185,13 @@ def hot_row_maxima(
         found = (row >= around) & (row > thr)
     maxima = torch.nonzero(found)
     return hot[maxima[:, 0]], maxima[:, 1]
+
+
+def _eager() -> bool:
+    """Neither scripted nor making a graph: shapes may steer Python here."""
+    if not torch.jit.is_scripting():
+        return not in_graph()
+    return False
 
 
 def strict_maxima(cms: torch.Tensor, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:

@@ -14,6 +14,7 @@ from ._checks import (
     check_threshold,
     python_int,
 )
+from ._graph import in_graph as _in_graph
 from ._layer import LocalPeakLayer
 from ._windows import pixel_windows
 from .flat_tops import flat_top_maxima, flat_top_rejected, merged_offsets
@@ -159,17 +160,6 @@ def _top_peaks_found(
     out[slots] = vals[order]
     shape = (samples, channels, k)
     return ys.reshape(shape), xs.reshape(shape), out.reshape(shape)
-
-
-def _in_graph() -> bool:
-    """Whether a graph is being made (traced, exported or compiled): its shapes must
-    not depend on the data. Scripted code never calls this (see topk_peaks)."""
-    return (
-        torch.jit.is_tracing()
-        or torch.onnx.is_in_onnx_export()
-        or torch.compiler.is_compiling()
-        or torch.compiler.is_exporting()
-    )
 
 
 def _by_map(t: torch.Tensor) -> torch.Tensor:
