@@ -48,11 +48,12 @@ def _max3(t: torch.Tensor) -> torch.Tensor:
 def _at_least(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """``a >= b`` (bool; False where either is NaN), for ``a`` and ``b`` of one shape.
 
-    Scripted, the comparison is written to a tensor of the maps' dtype, then cast: torch's
-    CPU comparison kernels are vectorised only when the result has the inputs' dtype, and
-    the two steps together cost less than half of a comparison to bool.
+    Scripted on the CPU, the comparison is written to a tensor of the maps' dtype, then
+    cast: torch's CPU comparison kernels are vectorised only when the result has the
+    inputs' dtype, and on maps in the cache (see :func:`flat_top_scores`) the two steps
+    together cost less than half of a comparison to bool.
     """
-    if torch.jit.is_scripting():
+    if torch.jit.is_scripting() and a.is_cpu:
         result = torch.empty(a.shape, dtype=a.dtype, device=a.device)
         return torch.ge(a, b, out=result).to(torch.bool)
     return a >= b
