@@ -225,11 +225,14 @@ def flat_top_scores(cms: torch.Tensor, group_pixels: int = 327680) -> torch.Tens
         samples, channels = cms.shape[0], cms.shape[1]
         height, width = cms.shape[2], cms.shape[3]
         group = max(1, group_pixels // (height * width * 8)) * 8
-        if samples * channels > group:  # one group would only add a copy
-            parts: list[torch.Tensor] = []
-            for part in cms.reshape(samples * channels, 1, height, width).split(group):
-                parts.append(torch.where(flat_top_rejected(part), empty, part))
-            return torch.cat(parts).reshape(samples, channels, height, width)
+        if samples * channels > group:
+            maps = cms.reshape(samples * channels, 1, height, width)
+            # Each group's scores are written in place: a cat would copy them all again.
+            scores = torch.empty_like(maps)
+            for start in range(0, samples * channels, group):
+                part = maps[start : start + group]
+                torch.where(flat_top_rejected(part), empty, part, out=scores[start : start + group])
+            return scores.reshape(samples, channels, height, width)
     return torch.where(flat_top_rejected(cms), empty, cms)
 
 
