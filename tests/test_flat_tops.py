@@ -11,7 +11,9 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 import cases
+import oracle
 from peaklayers import LocalPeaks, TopKPeaks, functional
+from peaklayers.ops.flat_tops import flat_top_scores
 from test_peaks import check_local, check_topk
 
 # (dy, dx) pixels of each flat top; those in FITS fit in a 2x2 block.
@@ -165,6 +167,27 @@ def test_script_and_trace_at_other_sizes(layer):
         for got in (traced(cms), scripted(cms)):
             for a, b in zip(got, expected, strict=True):
                 assert torch.equal(a.nan_to_num(), b.nan_to_num())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.float64])
+@pytest.mark.parametrize("group_pixels", [1, 327680])
+def test_scripted_scores_in_groups_match_oracle(dtype, group_pixels):
+    """Scripted on the CPU, the dense rule runs on groups of maps: with ``group_pixels=1``
+    on 21 maps, groups of 8, 8 and 5. Every anchor keeps its value, at any value (the
+    threshold is left to the caller); every other pixel is -inf."""
+    rng = np.random.default_rng(7)
+    levels = np.array([-math.inf, 0.0, 0.3, 0.5, 0.8, math.inf])
+    cms = torch.from_numpy(rng.choice(levels, size=(3, 7, 6, 9), p=[.1, .3, .2, .2, .1, .1]))
+    cms = cms.to(dtype)
+    scores = torch.jit.script(flat_top_scores)(cms, group_pixels)
+    maps = oracle.as_exact(cms)
+    expected = np.full(maps.shape, -math.inf)
+    for s in range(cms.shape[0]):
+        for c in range(cms.shape[1]):
+            for ax, ay, _, _ in oracle.flat_tops(maps[s, c], -math.inf):
+                expected[s, c, ay, ax] = maps[s, c, ay, ax]
+    assert scores.dtype == dtype
+    np.testing.assert_array_equal(scores.double().numpy(), expected)
 
 
 LEVELS = [0.0, 0.3, 0.5, 0.8]

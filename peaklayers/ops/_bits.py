@@ -24,10 +24,10 @@ def pack_maps(mask: torch.Tensor) -> torch.Tensor:
     if missing:
         maps = torch.cat([maps, maps.new_zeros((missing, height, width))])
     octets = maps.reshape((count + missing) // 8, 8, height, width).to(torch.uint8)
-    packed = octets[:, 0]
-    for bit in range(1, 8):
-        packed = packed | (octets[:, bit] << bit)
-    return packed
+    shifts = torch.arange(8, dtype=torch.uint8, device=mask.device)[None, :, None, None]
+    # The eight bits of a byte are distinct, so their sum is their union: one shift and
+    # one reduction instead of fifteen passes.
+    return (octets << shifts).sum(dim=1, dtype=torch.uint8)
 
 
 def unpack_maps(packed: torch.Tensor, samples: int, channels: int) -> torch.Tensor:

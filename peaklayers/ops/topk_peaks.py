@@ -17,7 +17,7 @@ from ._checks import (
 from ._graph import in_graph as _in_graph
 from ._layer import LocalPeakLayer
 from ._windows import pixel_windows
-from .flat_tops import flat_top_maxima, flat_top_rejected, merged_offsets
+from .flat_tops import flat_top_maxima, flat_top_scores, merged_offsets
 from .integral import integral_offsets
 from .nms import strict_maxima, strict_maxima_scores
 from .outputs import Output
@@ -234,8 +234,7 @@ def topk_peaks(
     if found is not None:
         ys, xs, vals = found
     elif flat_tops == "merge":
-        scores = torch.where(flat_top_rejected(maps), maps.new_full((), float("-inf")), maps)
-        ys, xs, vals = _top_pixels(scores, k)
+        ys, xs, vals = _top_pixels(flat_top_scores(maps), k)
     else:
         ys, xs, vals = _top_pixels(strict_maxima_scores(maps), k)
         xs = xs - 1  # the scores have a padding column on the left
