@@ -228,6 +228,33 @@ def test_custom_module_ending_in_a_peak_layer(tmp_path, dynamo):
     assert_same(run_session(sess, x), eager(_Pipeline(), x))
 
 
+SCRIPTED_LAYERS = [("global", "drop"), ("local", "drop"), ("local", "merge"),
+                   ("topk", "drop"), ("topk", "merge")]
+
+
+@pytest.mark.parametrize("kind, flat_tops", SCRIPTED_LAYERS)
+def test_torchscript_head_and_layer(tmp_path, kind, flat_tops):
+    """A TorchScript head makes export_onnx script the whole model; the layers' scripted
+    code then keeps only what a graph holds (packed booleans, loops and device tests of
+    the scripted top-K and flat-top paths cannot be exported), and runs like eager."""
+    model = nn.Sequential(torch.jit.script(dyadic_head()), make_layer(kind, flat_tops=flat_tops))
+    path = export_onnx(model, images(2, 12, 10), tmp_path / "m.onnx")
+    ops = {node.op_type for node in onnx.load(str(path)).graph.node}
+    assert not {"Loop", "If", "Scan"} & ops
+    assert ("NonZero" in ops) == (kind == "local")
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for x in (images(1, 9, 14, seed=3), images(3, 21, 17, seed=4)):
+        assert_same(run_session(sess, x), eager(model, x))
+    # The flag is the exporter's: the layer and a later scripting of it are as before.
+    assert getattr(model[1], "for_graph", False) is False
+    scripted = torch.jit.script(model[1])
+    with torch.no_grad():
+        cms = model[0](images(2, 15, 11, seed=5))
+        assert_same(scripted(cms), model[1](cms))
+
+
 @pytest.mark.parametrize("dynamo", [False, True])
 def test_plain_head(tmp_path, dynamo):
     """A head alone exports too; its output is named confmaps and its input image."""

@@ -171,15 +171,17 @@ def test_script_and_trace_at_other_sizes(layer):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.float64])
 @pytest.mark.parametrize("group_pixels", [1, 327680])
-def test_scripted_scores_in_groups_match_oracle(dtype, group_pixels):
+@pytest.mark.parametrize("for_graph", [False, True])
+def test_scripted_scores_in_groups_match_oracle(dtype, group_pixels, for_graph):
     """Scripted on the CPU, the dense rule runs on groups of maps: with ``group_pixels=1``
-    on 21 maps, groups of 8, 8 and 5. Every anchor keeps its value, at any value (the
-    threshold is left to the caller); every other pixel is -inf."""
+    on 21 maps, groups of 8, 8 and 5; scripted for a graph, on all maps at once through
+    pooling. Every anchor keeps its value, at any value (the threshold is left to the
+    caller); every other pixel is -inf."""
     rng = np.random.default_rng(7)
     levels = np.array([-math.inf, 0.0, 0.3, 0.5, 0.8, math.inf])
     cms = torch.from_numpy(rng.choice(levels, size=(3, 7, 6, 9), p=[.1, .3, .2, .2, .1, .1]))
     cms = cms.to(dtype)
-    scores = torch.jit.script(flat_top_scores)(cms, group_pixels)
+    scores = torch.jit.script(flat_top_scores)(cms, for_graph, group_pixels)
     maps = oracle.as_exact(cms)
     expected = np.full(maps.shape, -math.inf)
     for s in range(cms.shape[0]):

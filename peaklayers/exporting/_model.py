@@ -3,7 +3,8 @@
 - :func:`_eval_mode`: eval mode for the export, each module's mode restored afterwards;
   the modules of ``torch.export`` programs, whose mode is fixed, are left alone.
 - :func:`_scripted_for_tracer`: the whole model scripted when a TorchScript module is
-  inside it (the TorchScript-based exporter cannot trace into one).
+  inside it (the TorchScript-based exporter cannot trace into one), its peak layers
+  scripted for a graph.
 - :func:`_run_recorded`: one run of the model, recording the calls of its peak layers
   and class-map lookups, from which the exporter tells what each output is.
 """
@@ -16,7 +17,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from ..ops._layer import PeakLayer
+from ..ops._layer import LocalPeakLayer, PeakLayer
 from ..ops.class_maps import ClassMapLookup
 
 # -- train/eval mode --------------------------------------------------------------------
@@ -115,7 +116,7 @@ def _scripted_for_tracer(model: nn.Module, dynamo: bool) -> nn.Module:
             "torch.export program"
         )
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _layers_for_graph(model):
             # torch.jit.script is deprecated; the model's TorchScript leaves no choice.
             warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.")
             return torch.jit.script(model)
@@ -126,6 +127,21 @@ def _scripted_for_tracer(model: nn.Module, dynamo: bool) -> nn.Module:
             f"torch.jit.script failed: {_first_line(error)}. Make the modules around it "
             "scriptable (nn.Sequential(head, layer) is)"
         ) from None
+
+
+@contextlib.contextmanager
+def _layers_for_graph(model: nn.Module) -> Iterator[None]:
+    """The model's local and top-K layers scripted for a graph (``for_graph``, see
+    :class:`~peaklayers.ops._layer.LocalPeakLayer`), each flag restored afterwards."""
+    layers = [m for m in model.modules() if isinstance(m, LocalPeakLayer)]
+    flags = [layer.for_graph for layer in layers]
+    for layer in layers:
+        layer.for_graph = True
+    try:
+        yield
+    finally:
+        for layer, flag in zip(layers, flags, strict=True):
+            layer.for_graph = flag
 
 
 # -- one recorded run -------------------------------------------------------------------

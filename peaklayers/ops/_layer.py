@@ -1,6 +1,6 @@
 """Settings shared by the three peak layers: validated once, at construction."""
 
-from typing import Optional
+from typing import Final, Optional
 
 from torch import nn
 
@@ -49,7 +49,15 @@ class PeakLayer(nn.Module):
 
 
 class LocalPeakLayer(PeakLayer):
-    """Base of :class:`LocalPeaks` and :class:`TopKPeaks`: adds ``flat_tops``."""
+    """Base of :class:`LocalPeaks` and :class:`TopKPeaks`: adds ``flat_tops``.
+
+    ``for_graph`` is set by :func:`~peaklayers.export_onnx` while it scripts a model for
+    the TorchScript-based exporter. Scripted code then keeps only the paths a graph can
+    hold: no loops, no booleans packed into bytes, no tests of the device. The flag is a
+    constant of the scripted code, so the other paths are dropped from it.
+    """
+
+    for_graph: Final[bool]
 
     def __init__(
         self,
@@ -62,6 +70,7 @@ class LocalPeakLayer(PeakLayer):
         super().__init__(threshold, refinement, patch_size, stride)
         check_flat_tops(flat_tops)
         self.flat_tops = flat_tops
+        self.for_graph = False
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", flat_tops={self.flat_tops!r}"

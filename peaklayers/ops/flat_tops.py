@@ -45,17 +45,19 @@ def _max3(t: torch.Tensor) -> torch.Tensor:
     return torch.maximum(torch.maximum(rows[..., :-2, :], rows[..., 1:-1, :]), rows[..., 2:, :])
 
 
-def _at_least(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+def _at_least(a: torch.Tensor, b: torch.Tensor, for_graph: bool) -> torch.Tensor:
     """``a >= b`` (bool; False where either is NaN), for ``a`` and ``b`` of one shape.
 
     Scripted on the CPU, the comparison is written to a tensor of the maps' dtype, then
     cast: torch's CPU comparison kernels are vectorised only when the result has the
     inputs' dtype, and on maps in the cache (see :func:`flat_top_scores`) the two steps
-    together cost less than half of a comparison to bool.
+    together cost less than half of a comparison to bool. Not in scripted code that
+    becomes a graph (``for_graph``): ONNX has neither ``out=`` nor a device test.
     """
-    if torch.jit.is_scripting() and a.is_cpu:
-        result = torch.empty(a.shape, dtype=a.dtype, device=a.device)
-        return torch.ge(a, b, out=result).to(torch.bool)
+    if torch.jit.is_scripting() and not for_graph:
+        if a.is_cpu:
+            result = torch.empty(a.shape, dtype=a.dtype, device=a.device)
+            return torch.ge(a, b, out=result).to(torch.bool)
     return a >= b
 
 
@@ -64,7 +66,9 @@ def _region(t: torch.Tensor, dy: int, dx: int, size: tuple[int, int]) -> torch.T
     return _at(t, dy, dx, 0, 1, size[0], size[1])
 
 
-def _flat_and_broken(padded: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _flat_and_broken(
+    padded: torch.Tensor, for_graph: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The two maps the rule reads, with the only comparisons of values it needs.
 
     A pixel is "flat" when no neighbour is higher. Two neighbouring flat pixels are each
@@ -83,12 +87,14 @@ def _flat_and_broken(padded: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     if not torch.jit.is_scripting():
         if torch.onnx.is_in_onnx_export():
             return _flat_and_broken_pooled(padded)
+    if for_graph:
+        return _flat_and_broken_pooled(padded)
     inner = padded[..., 1:-1, 1:-1]
-    flat = _at_least(inner, _max3(padded))
+    flat = _at_least(inner, _max3(padded), for_graph)
     # The 3x3 max of the steep pixels' values: flat ones count as -inf, the pixel itself
     # included, so a pixel that is not flat is broken by its own value.
     steep = torch.where(flat, padded.new_full((), float("-inf")), inner)
-    broken = _at_least(_max3(steep), padded[..., 2:-2, 2:-2])
+    broken = _at_least(_max3(steep), padded[..., 2:-2, 2:-2], for_graph)
     return flat, broken
 
 
@@ -176,7 +182,7 @@ def merged_offsets(neighbours: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
     return (right + below_right - below_left) / count, (below_left + down + below_right) / count
 
 
-def flat_top_rejected(cms: torch.Tensor) -> torch.Tensor:
+def flat_top_rejected(cms: torch.Tensor, for_graph: bool = False) -> torch.Tensor:
     """Dense mask of the pixels that are NOT flat-top peaks, at any value (no
     data-dependent shape). Its complement holds the anchors.
 
@@ -186,6 +192,8 @@ def flat_top_rejected(cms: torch.Tensor) -> torch.Tensor:
 
     Args:
         cms (Tensor[S, C, H, W]): confidence maps, floating point.
+        for_graph (bool): scripted code that will become a graph (see
+            :class:`~peaklayers.ops._layer.LocalPeakLayer`).
 
     Returns:
         Tensor[S, C, H, W], bool: see :func:`_rejected`.
@@ -193,17 +201,22 @@ def flat_top_rejected(cms: torch.Tensor) -> torch.Tensor:
     samples, channels = cms.shape[0], cms.shape[1]
     height, width = cms.shape[2], cms.shape[3]
     # The rule looks at rows -2..3 and columns -3..3 around an anchor.
-    flat, broken = _flat_and_broken(F.pad(cms, (3, 3, 2, 3), value=float("-inf")))
+    padded = F.pad(cms, (3, 3, 2, 3), value=float("-inf"))
+    flat, broken = _flat_and_broken(padded, for_graph)
+    if for_graph:
+        return _rejected(flat, broken, height, width)  # graphs keep plain booleans
     if not torch.jit.is_scripting():
         if torch.jit.is_tracing() or torch.compiler.is_compiling():
-            return _rejected(flat, broken, height, width)  # graphs keep plain booleans
+            return _rejected(flat, broken, height, width)
     # Eagerly, the boolean part runs on maps packed eight to a byte: its passes move
     # memory and hardly compute, so this makes it several times cheaper.
     rejected = _rejected(pack_maps(flat), pack_maps(broken), height, width)
     return unpack_maps(rejected, samples, channels)
 
 
-def flat_top_scores(cms: torch.Tensor, group_pixels: int = 327680) -> torch.Tensor:
+def flat_top_scores(
+    cms: torch.Tensor, for_graph: bool = False, group_pixels: int = 327680
+) -> torch.Tensor:
     """The value of every flat-top anchor, at any value, ``-inf`` at every other pixel.
 
     Scripted on the CPU, the maps go through in groups: the rule makes a dozen passes
@@ -214,6 +227,8 @@ def flat_top_scores(cms: torch.Tensor, group_pixels: int = 327680) -> torch.Tens
 
     Args:
         cms (Tensor[S, C, H, W]): confidence maps, floating point.
+        for_graph (bool): scripted code that will become a graph (see
+            :class:`~peaklayers.ops._layer.LocalPeakLayer`): all maps at once.
         group_pixels (int): the pixels of a group: as many maps as fit, in whole eights
             (the rule runs on maps packed eight to a byte), at least 8.
 
@@ -221,6 +236,8 @@ def flat_top_scores(cms: torch.Tensor, group_pixels: int = 327680) -> torch.Tens
         Tensor[S, C, H, W], dtype of ``cms``.
     """
     empty = cms.new_full((), float("-inf"))
+    if for_graph:
+        return torch.where(flat_top_rejected(cms, True), empty, cms)
     if torch.jit.is_scripting() and cms.is_cpu:
         samples, channels = cms.shape[0], cms.shape[1]
         height, width = cms.shape[2], cms.shape[3]
@@ -237,13 +254,15 @@ def flat_top_scores(cms: torch.Tensor, group_pixels: int = 327680) -> torch.Tens
 
 
 def flat_top_maxima(
-    cms: torch.Tensor, threshold: float
+    cms: torch.Tensor, threshold: float, for_graph: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Flat-top peaks above ``threshold``, checked only where no neighbour is higher.
 
     Args:
         cms (Tensor[S, C, H, W]): confidence maps, floating point.
         threshold (float): peaks must be strictly greater.
+        for_graph (bool): scripted code that will become a graph (see
+            :class:`~peaklayers.ops._layer.LocalPeakLayer`).
 
     Returns:
         rows (Tensor[N], int64): anchor row in ``cms.reshape(S * C * H, W)``.
@@ -259,7 +278,7 @@ def flat_top_maxima(
     row_steps = torch.arange(-2, 4, device=cms.device)  # the padding of flat_top_rejected
     col_steps = torch.arange(-3, 4, device=cms.device)
     windows = pixel_windows(cms, map_inds, cols, ys, row_steps, col_steps, float("-inf"))
-    flat, broken = _flat_and_broken(windows[:, None])
+    flat, broken = _flat_and_broken(windows[:, None], for_graph)
     keep = ~_rejected(flat, broken, 1, 1)[:, 0, 0, 0]
     dx, dy = merged_offsets(windows[keep, 2:4, 2:5])
     return rows[keep], cols[keep], dx, dy

@@ -65,13 +65,15 @@ def _local_peaks(
     patch_size: int,
     stride: float,
     flat_tops: str,
+    for_graph: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """:func:`local_peaks` after its checks (a layer checks its settings once)."""
+    """:func:`local_peaks` after its checks (a layer checks its settings once);
+    ``for_graph`` as for :func:`~peaklayers.ops.topk_peaks.topk_peaks`."""
     channels, height, width = cms.shape[1], cms.shape[2], cms.shape[3]
 
     offsets: Optional[torch.Tensor] = None  # mean point of each flat top - its anchor
     if flat_tops == "merge":
-        rows, xs, dx, dy = flat_top_maxima(cms, threshold)
+        rows, xs, dx, dy = flat_top_maxima(cms, threshold, for_graph)
         offsets = torch.stack([dx, dy], dim=1)
     else:
         rows, xs = strict_maxima(cms, threshold)
@@ -130,5 +132,11 @@ class LocalPeaks(LocalPeakLayer):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         check_confmaps(cms)
         return _local_peaks(
-            cms, self.threshold, self.refinement, self.patch_size, self.stride, self.flat_tops
+            cms,
+            self.threshold,
+            self.refinement,
+            self.patch_size,
+            self.stride,
+            self.flat_tops,
+            self.for_graph,
         )

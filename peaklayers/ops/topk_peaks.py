@@ -179,6 +179,7 @@ def topk_peaks(
     patch_size: int = 5,
     stride: float = 1.0,
     flat_tops: str = "drop",
+    for_graph: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The ``k`` highest strict local maxima of every map, in fixed-shape slots.
 
@@ -197,6 +198,8 @@ def topk_peaks(
         patch_size (int): side of the integral-refinement patch.
         stride (float): output stride; points are multiplied by it after refinement.
         flat_tops (str): ``"drop"`` (SPEC §1.2) or ``"merge"`` (as :func:`local_peaks`).
+        for_graph (bool): scripted code that will become a graph (see
+            :class:`~peaklayers.ops._layer.LocalPeakLayer`); no effect elsewhere.
 
     Returns:
         points (Tensor[S, C, k, 2], float32): ``(x, y)`` of each slot.
@@ -234,7 +237,7 @@ def topk_peaks(
     if found is not None:
         ys, xs, vals = found
     elif flat_tops == "merge":
-        ys, xs, vals = _top_pixels(flat_top_scores(maps), k)
+        ys, xs, vals = _top_pixels(flat_top_scores(maps, for_graph), k)
     else:
         ys, xs, vals = _top_pixels(strict_maxima_scores(maps), k)
         xs = xs - 1  # the scores have a padding column on the left
@@ -304,6 +307,7 @@ class TopKPeaks(LocalPeakLayer):
             self.patch_size,
             self.stride,
             self.flat_tops,
+            self.for_graph,
         )
 
     def extra_repr(self) -> str:
