@@ -45,16 +45,16 @@ def _max3(t: torch.Tensor) -> torch.Tensor:
     return torch.maximum(torch.maximum(rows[..., :-2, :], rows[..., 1:-1, :]), rows[..., 2:, :])
 
 
-def _at_least(a: torch.Tensor, b: torch.Tensor, for_graph: bool) -> torch.Tensor:
+def _at_least(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """``a >= b`` (bool; False where either is NaN), for ``a`` and ``b`` of one shape.
 
     Scripted on the CPU, the comparison is written to a tensor of the maps' dtype, then
     cast: torch's CPU comparison kernels are vectorised only when the result has the
     inputs' dtype, and on maps in the cache (see :func:`flat_top_scores`) the two steps
-    together cost less than half of a comparison to bool. Not in scripted code that
-    becomes a graph (``for_graph``): ONNX has neither ``out=`` nor a device test.
+    together cost less than half of a comparison to bool. (Scripted code that becomes a
+    graph never gets here: :func:`_flat_and_broken` pools instead.)
     """
-    if torch.jit.is_scripting() and not for_graph:
+    if torch.jit.is_scripting():
         if a.is_cpu:
             result = torch.empty(a.shape, dtype=a.dtype, device=a.device)
             return torch.ge(a, b, out=result).to(torch.bool)
@@ -90,11 +90,11 @@ def _flat_and_broken(
     if for_graph:
         return _flat_and_broken_pooled(padded)
     inner = padded[..., 1:-1, 1:-1]
-    flat = _at_least(inner, _max3(padded), for_graph)
+    flat = _at_least(inner, _max3(padded))
     # The 3x3 max of the steep pixels' values: flat ones count as -inf, the pixel itself
     # included, so a pixel that is not flat is broken by its own value.
     steep = torch.where(flat, padded.new_full((), float("-inf")), inner)
-    broken = _at_least(_max3(steep), padded[..., 2:-2, 2:-2], for_graph)
+    broken = _at_least(_max3(steep), padded[..., 2:-2, 2:-2])
     return flat, broken
 
 
@@ -203,11 +203,11 @@ def flat_top_rejected(cms: torch.Tensor, for_graph: bool = False) -> torch.Tenso
     # The rule looks at rows -2..3 and columns -3..3 around an anchor.
     padded = F.pad(cms, (3, 3, 2, 3), value=float("-inf"))
     flat, broken = _flat_and_broken(padded, for_graph)
-    if for_graph:
-        return _rejected(flat, broken, height, width)  # graphs keep plain booleans
+    in_graph = for_graph
     if not torch.jit.is_scripting():
-        if torch.jit.is_tracing() or torch.compiler.is_compiling():
-            return _rejected(flat, broken, height, width)
+        in_graph = torch.jit.is_tracing() or torch.compiler.is_compiling()
+    if in_graph:
+        return _rejected(flat, broken, height, width)  # graphs keep plain booleans
     # Eagerly, the boolean part runs on maps packed eight to a byte: its passes move
     # memory and hardly compute, so this makes it several times cheaper.
     rejected = _rejected(pack_maps(flat), pack_maps(broken), height, width)
@@ -236,21 +236,27 @@ def flat_top_scores(
         Tensor[S, C, H, W], dtype of ``cms``.
     """
     empty = cms.new_full((), float("-inf"))
-    if for_graph:
-        return torch.where(flat_top_rejected(cms, True), empty, cms)
-    if torch.jit.is_scripting() and cms.is_cpu:
-        samples, channels = cms.shape[0], cms.shape[1]
-        height, width = cms.shape[2], cms.shape[3]
-        group = max(1, group_pixels // (height * width * 8)) * 8
-        if samples * channels > group:
-            maps = cms.reshape(samples * channels, 1, height, width)
-            # Each group's scores are written in place: a cat would copy them all again.
-            scores = torch.empty_like(maps)
-            for start in range(0, samples * channels, group):
-                part = maps[start : start + group]
-                torch.where(flat_top_rejected(part), empty, part, out=scores[start : start + group])
-            return scores.reshape(samples, channels, height, width)
-    return torch.where(flat_top_rejected(cms), empty, cms)
+    if torch.jit.is_scripting() and not for_graph:
+        if cms.is_cpu:
+            samples, channels = cms.shape[0], cms.shape[1]
+            height, width = cms.shape[2], cms.shape[3]
+            group = max(1, group_pixels // (height * width * 8)) * 8
+            if samples * channels > group:
+                return _scores_in_groups(cms, group, empty)
+    return torch.where(flat_top_rejected(cms, for_graph), empty, cms)
+
+
+def _scores_in_groups(cms: torch.Tensor, group: int, empty: torch.Tensor) -> torch.Tensor:
+    """:func:`flat_top_scores` of ``cms`` (Tensor[S, C, H, W]), ``group`` maps at a time."""
+    samples, channels = cms.shape[0], cms.shape[1]
+    height, width = cms.shape[2], cms.shape[3]
+    maps = cms.reshape(samples * channels, 1, height, width)
+    # Each group's scores are written in place: a cat would copy them all again.
+    scores = torch.empty_like(maps)
+    for start in range(0, samples * channels, group):
+        part = maps[start : start + group]
+        torch.where(flat_top_rejected(part), empty, part, out=scores[start : start + group])
+    return scores.reshape(samples, channels, height, width)
 
 
 def flat_top_maxima(
