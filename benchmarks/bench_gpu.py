@@ -180,11 +180,9 @@ def _nodes_by_provider(path: Path, providers: list, feeds: dict) -> dict:
     return counts
 
 
-_NUMPY_DTYPES = {torch.float32: np.float32, torch.float16: np.float16}
-
-
 def _ort(provider):
     def build(layer, examples, device):
+        import onnx
         import onnxruntime as ort
 
         available = ort.get_available_providers()
@@ -192,8 +190,7 @@ def _ort(provider):
             raise RuntimeError(f"{provider} not in this onnxruntime ({', '.join(available)})")
         path = Path(tempfile.mkdtemp(prefix="bench-gpu-")) / "layer.onnx"
         export_onnx(layer, examples, path)
-        names = [i.name for i in ort.InferenceSession(
-            str(path), providers=[CPU_EP]).get_inputs()]
+        names = [i.name for i in onnx.load(str(path)).graph.input]
         every = _all_inputs(examples)
         shapes = {name: [tuple(inputs[i].shape) for inputs in every]
                   for i, name in enumerate(names)}
@@ -227,13 +224,16 @@ def _all_inputs(examples) -> list:
 def _bound_run(session, names, device):
     """``session`` run through IO binding on tensors already on ``device``: inputs are
     bound in place, outputs stay on the device until :meth:`to_cpu` is asked for."""
+    from peaklayers.runtime import ELEMENT_TYPES
+
+    onnx_types = {element.torch: element.onnx for element in ELEMENT_TYPES}
     kind, index = device.type, device.index or 0
 
     def run(*xs):
         binding = session.io_binding()
         for name, x in zip(names, xs, strict=True):
             x = x.contiguous()
-            binding.bind_input(name, kind, index, _NUMPY_DTYPES[x.dtype], tuple(x.shape),
+            binding.bind_input(name, kind, index, onnx_types[x.dtype], tuple(x.shape),
                                x.data_ptr())
         for output in session.get_outputs():
             binding.bind_output(output.name, kind, index)
