@@ -14,11 +14,3 @@ def in_graph() -> bool:
         or torch.compiler.is_compiling()
         or torch.compiler.is_exporting()
     )
-
-
-def eager() -> bool:
-    """Neither scripted nor making a graph: shapes may steer Python, and tensors may be
-    made once and kept."""
-    if not torch.jit.is_scripting():
-        return not in_graph()
-    return False

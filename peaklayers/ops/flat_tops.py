@@ -203,10 +203,10 @@ def flat_top_rejected(cms: torch.Tensor, for_graph: bool = False) -> torch.Tenso
     # The rule looks at rows -2..3 and columns -3..3 around an anchor.
     padded = F.pad(cms, (3, 3, 2, 3), value=float("-inf"))
     flat, broken = _flat_and_broken(padded, for_graph)
-    graph = for_graph
+    in_graph = for_graph
     if not torch.jit.is_scripting():
-        graph = torch.jit.is_tracing() or torch.compiler.is_compiling()
-    if graph:
+        in_graph = torch.jit.is_tracing() or torch.compiler.is_compiling()
+    if in_graph:
         return _rejected(flat, broken, height, width)  # graphs keep plain booleans
     # Eagerly, the boolean part runs on maps packed eight to a byte: its passes move
     # memory and hardly compute, so this makes it several times cheaper.

@@ -12,7 +12,7 @@ from ._checks import (
     check_stride,
     check_threshold,
 )
-from ._graph import eager
+from ._graph import in_graph
 from ._layer import PeakLayer
 from .integral import patch_constants, patch_offsets, patch_pixels, patch_rows
 from .outputs import Output
@@ -93,8 +93,9 @@ def _global_peaks(
 def _map_rows(samples: int, channels: int, height: int, device: torch.device) -> torch.Tensor:
     """``(sample * C + channel) * H`` (Tensor[S, C], int64): the first row of each map in
     ``cms.reshape(-1, W)``, made once per shape in eager code."""
-    if eager():
-        return _eager_map_rows(samples, channels, height, device)
+    if not torch.jit.is_scripting():
+        if not in_graph():
+            return _eager_map_rows(samples, channels, height, device)
     return torch.arange(samples * channels, device=device).reshape(samples, channels) * height
 
 

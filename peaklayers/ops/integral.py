@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from ._checks import check_confmaps, check_patch_size, check_tensor
-from ._graph import eager
+from ._graph import in_graph
 
 
 def _check_indices(map_inds: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor) -> None:
@@ -142,8 +142,9 @@ def patch_constants(
         columns (Tensor[R, R], int64): ``0 .. R - 1`` on every row.
         weights (Tensor[3, R, R], float32): see :func:`_moment_weights`.
     """
-    if eager():
-        return _eager_patch_constants(patch_size, device)
+    if not torch.jit.is_scripting():
+        if not in_graph():
+            return _eager_patch_constants(patch_size, device)
     return _patch_constants(patch_size, device)
 
 

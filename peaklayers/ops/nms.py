@@ -24,7 +24,7 @@ on all sides (fewer passes over the maps, no threshold).
 import torch
 import torch.nn.functional as F
 
-from ._graph import eager
+from ._graph import in_graph
 
 
 def _below(threshold: float, like: torch.Tensor) -> torch.Tensor:
@@ -160,7 +160,7 @@ def hot_row_maxima(
     hot = torch.nonzero(lines.amax(dim=1) > thr)[:, 0]
     ys = hot - (hot // height) * height
     row = lines.index_select(0, hot)
-    if eager() and height > 1:
+    if _eager() and height > 1:
         # A missing neighbour row is replaced by the other one (the larger of the two is
         # then the one that exists): two index selections, no masking of whole rows.
         above = lines.index_select(0, torch.where(ys > 0, hot - 1, hot + 1))
@@ -185,6 +185,13 @@ def hot_row_maxima(
         found = (row >= around) & (row > thr)
     maxima = torch.nonzero(found)
     return hot[maxima[:, 0]], maxima[:, 1]
+
+
+def _eager() -> bool:
+    """Neither scripted nor making a graph: shapes may steer Python here."""
+    if not torch.jit.is_scripting():
+        return not in_graph()
+    return False
 
 
 def strict_maxima(cms: torch.Tensor, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
